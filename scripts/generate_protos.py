@@ -53,7 +53,9 @@ def generate(out_dir: pathlib.Path) -> None:
         if out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True)
-        (out_dir / "__init__.py").write_text(HEADER + '"""Generated protobuf and grpclib code."""\n')
+        (out_dir / "__init__.py").write_text(
+            HEADER + '"""Generated protobuf and grpclib code."""\n'
+        )
         for path in sorted(pathlib.Path(tmp).rglob("*")):
             if path.is_dir():
                 continue

@@ -9,11 +9,14 @@ share counts. Read a value with :meth:`Metrics.value`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 # Ray's publish-latency buckets (ray-reference.md, section 3.6).
 PUBLISH_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -59,7 +62,9 @@ class Metrics:
             registry=r,
         )
         self.recorder_events_added = Counter(
-            "trio_events_recorder_events_added", "Events accepted by a recorder.", ["Source"],
+            "trio_events_recorder_events_added",
+            "Events accepted by a recorder.",
+            ["Source"],
             registry=r,
         )
         self.recorder_events_exported = Counter(
@@ -82,7 +87,9 @@ class Metrics:
             registry=r,
         )
         self.recorder_buffered_events = Gauge(
-            "trio_events_recorder_buffered_events", "Events waiting in a recorder.", ["Source"],
+            "trio_events_recorder_buffered_events",
+            "Events waiting in a recorder.",
+            ["Source"],
             registry=r,
         )
         # --- aggregator agent ---
@@ -176,7 +183,9 @@ class Metrics:
         )
         r.register(self._callback_gauges)
 
-    def track_time_since_last_success(self, consumer: str, last_success: Callable[[], float]) -> None:
+    def track_time_since_last_success(
+        self, consumer: str, last_success: Callable[[], float]
+    ) -> None:
         """Report ``time.monotonic() - last_success()`` for ``consumer`` whenever scraped."""
         self._callback_gauges.set_function(
             "ray_aggregator_agent_time_since_last_success_seconds",

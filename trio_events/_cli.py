@@ -1,0 +1,82 @@
+"""The ``trio-events`` command line: the only place that reads the environment.
+
+Each subcommand parses flags whose defaults come from Ray's environment variables (see
+``docs/configuration.md``), builds frozen config objects, and hands them to library code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+from trio_events import __version__, pb
+from trio_events._events import EVENT_CLASSES
+
+Runner = Callable[[argparse.Namespace], int]
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    print(f"trio-events {__version__}")
+    return 0
+
+
+def _cmd_event_types(args: argparse.Namespace) -> int:
+    print(f"trio-events {__version__}: {len(EVENT_CLASSES)} Ray 2.60 event types")
+    for number, cls in sorted(EVENT_CLASSES.items()):
+        print(f"  {number:>2}  {pb.EVENT_TYPE_NAMES[number]:<34} {cls.__name__}")
+    return 0
+
+
+def _async(fn: Callable[[argparse.Namespace], Awaitable[int]]) -> Runner:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return trio.run(fn, args)
+        except KeyboardInterrupt:
+            return 130
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-events",
+        description="Ray's event export pipeline on trio: recorder, aggregator agent, publishers.",
+    )
+    parser.add_argument("--version", action="version", version=f"trio-events {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging threshold (default: INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(runner=_cmd_version)
+    p = sub.add_parser("event-types", help="list the event types this build knows")
+    p.set_defaults(runner=_cmd_event_types)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    runner: Runner = args.runner
+    try:
+        return runner(args)
+    except ValueError as exc:  # invalid configuration: one sentence, no traceback
+        print(f"trio-events: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,408 @@
+"""The 17 event types of Ray 2.60, with Ray's entity ids and merge rules (ray-reference.md 2.4).
+
+- Definition events keep the first and ignore later duplicates.
+- Lifecycle events append the other event's state transitions, in order.
+- Task lifecycle events also take the other's scalar properties (error info, node and worker ids,
+  pid, debugger flag, log info, ...) last-writer-wins, as Ray's ``AppendTaskLifecycleUpdate``.
+- Worker lifecycle fills ``job_id`` if still empty, then appends transitions.
+- Task profile events append profile entries.
+- Platform events are never merged (Ray's ``PythonRayEvent``).
+
+Lifecycle constructors take one transition as keywords (``state="RUNNING"`` plus the
+transition's other fields; its timestamp is the event's) or several as ``transitions=[...]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, final
+
+from google.protobuf.message import Message
+
+from trio_events import pb
+from trio_events._coerce import fill_message
+from trio_events._event_base import RayEventBase
+
+_E = pb.RayEvent
+_ATTEMPT_BYTES = 4  # fixed width, so task id + attempt is unambiguous for any task id length
+
+
+def _task_entity(task_id: bytes, attempt: int) -> bytes:
+    return task_id + attempt.to_bytes(_ATTEMPT_BYTES, "big", signed=True)
+
+
+class _SingleIdEvent(RayEventBase):
+    """An event whose entity id is one payload field (actor, job, node, worker, ...)."""
+
+    __slots__ = ()
+    ENTITY_FIELD: ClassVar[str]
+
+    @property
+    def entity_id(self) -> bytes:
+        value = getattr(self._payload, self.ENTITY_FIELD)
+        return value.encode() if isinstance(value, str) else bytes(value)
+
+
+class _LifecycleEvent(_SingleIdEvent):
+    """Lifecycle events: a list of state transitions that merging appends to."""
+
+    __slots__ = ()
+    TRANSITIONS_FIELD: ClassVar[str] = "state_transitions"
+    #: Keyword aliases for transition fields whose names the base fields already use.
+    TRANSITION_ALIASES: ClassVar[Mapping[str, str]] = {}
+
+    def _fill_payload(self, payload: Message, fields: Mapping[str, object], what: str) -> None:
+        top_level = payload.DESCRIPTOR.fields_by_name
+        repeated: Any = getattr(payload, self.TRANSITIONS_FIELD)
+        transition_type = top_level[self.TRANSITIONS_FIELD].message_type
+        assert transition_type is not None
+        own: dict[str, object] = {}
+        one: dict[str, object] = {}
+        transitions: object = None
+        for name, value in fields.items():
+            if name == "transitions":
+                transitions = value
+            elif name in top_level and name != self.TRANSITIONS_FIELD:
+                own[name] = value
+            elif name in self.TRANSITION_ALIASES:
+                one[self.TRANSITION_ALIASES[name]] = value
+            elif name in transition_type.fields_by_name and name != "timestamp":
+                one[name] = value
+            else:
+                valid = sorted(
+                    {*top_level, *transition_type.fields_by_name, *self.TRANSITION_ALIASES}
+                    - {self.TRANSITIONS_FIELD, "timestamp", "message"}
+                    | {"transitions"}
+                )
+                raise TypeError(
+                    f"{what} has no field {name!r}; valid fields are: {', '.join(valid)}."
+                )
+        fill_message(payload, own, what=what)
+        if one and transitions is not None:
+            raise TypeError(f"{what} takes either transitions=[...] or one transition's fields.")
+        items: list[object] = [one] if one else []
+        if transitions is not None:
+            if isinstance(transitions, str | bytes | Mapping) or not hasattr(
+                transitions, "__iter__"
+            ):
+                raise TypeError(f"{what}.transitions must be a list of dicts or messages.")
+            items = list(transitions)
+        for i, item in enumerate(items):
+            target = repeated.add()
+            if isinstance(item, Message):
+                target.CopyFrom(item)
+                continue
+            if not isinstance(item, Mapping):
+                raise TypeError(f"{what}.transitions[{i}] must be a dict or a message.")
+            values = dict(item)
+            values.setdefault("timestamp", self.timestamp_ns)
+            fill_message(target, values, what=f"{what}.transitions[{i}]")
+
+    def merge_data(self, other: Message) -> None:
+        getattr(self._payload, self.TRANSITIONS_FIELD).extend(
+            getattr(other, self.TRANSITIONS_FIELD)
+        )
+
+
+class _TaskAttemptEvent(RayEventBase):
+    """Task events: the entity is the task attempt (task id + attempt number)."""
+
+    __slots__ = ()
+    REQUIRED_FIELDS = ("task_id",)
+    ATTEMPT_FIELD: ClassVar[str] = "task_attempt"
+
+    @property
+    def entity_id(self) -> bytes:
+        p: Any = self._payload
+        return _task_entity(p.task_id, getattr(p, self.ATTEMPT_FIELD))
+
+
+# --- task events -------------------------------------------------------------------------
+
+
+@final
+class RayTaskDefinitionEvent(_TaskAttemptEvent):
+    """TASK_DEFINITION_EVENT: one per task attempt; later duplicates are ignored."""
+
+    __slots__ = ()
+    EVENT_TYPE = _E.TASK_DEFINITION_EVENT
+    PAYLOAD_TYPE = pb.TaskDefinitionEvent
+    PAYLOAD_FIELD_NUMBER = 8
+
+
+@final
+class RayActorTaskDefinitionEvent(_TaskAttemptEvent):
+    """ACTOR_TASK_DEFINITION_EVENT: the definition of an actor method call attempt."""
+
+    __slots__ = ()
+    EVENT_TYPE = _E.ACTOR_TASK_DEFINITION_EVENT
+    PAYLOAD_TYPE = pb.ActorTaskDefinitionEvent
+    PAYLOAD_FIELD_NUMBER = 10
+
+
+@final
+class RayTaskLifecycleEvent(_TaskAttemptEvent, _LifecycleEvent):
+    """TASK_LIFECYCLE_EVENT: transitions append; scalar properties are last-writer-wins."""
+
+    __slots__ = ()
+    EVENT_TYPE = _E.TASK_LIFECYCLE_EVENT
+    PAYLOAD_TYPE = pb.TaskLifecycleEvent
+    PAYLOAD_FIELD_NUMBER = 9
+
+    def merge_data(self, other: Message) -> None:
+        mine: Any = self._payload
+        for fd, value in other.ListFields():
+            if fd.name == "state_transitions":
+                mine.state_transitions.extend(value)
+            elif fd.message_type is not None:
+                getattr(mine, fd.name).CopyFrom(value)
+            else:
+                setattr(mine, fd.name, value)
+
+
+@final
+class RayTaskProfileEvent(_TaskAttemptEvent):
+    """TASK_PROFILE_EVENT: merging appends the other's profile entries."""
+
+    __slots__ = ()
+    EVENT_TYPE = _E.TASK_PROFILE_EVENT
+    PAYLOAD_TYPE = pb.TaskProfileEvents
+    PAYLOAD_FIELD_NUMBER = 11
+    ATTEMPT_FIELD = "attempt_number"
+
+    def merge_data(self, other: Message) -> None:
+        mine: Any = self._payload
+        theirs: Any = other
+        mine.profile_events.events.extend(theirs.profile_events.events)
+
+
+# --- driver jobs, nodes, actors -------------------------------------------------------------
+
+
+@final
+class RayDriverJobDefinitionEvent(_SingleIdEvent):
+    """DRIVER_JOB_DEFINITION_EVENT (entity: job id)."""
+
+    __slots__ = ()
+    EVENT_TYPE = _E.DRIVER_JOB_DEFINITION_EVENT
+    PAYLOAD_TYPE = pb.DriverJobDefinitionEvent
+    PAYLOAD_FIELD_NUMBER = 12
+    DEFAULT_SOURCE_TYPE = _E.GCS
+    ENTITY_FIELD = "job_id"
+    REQUIRED_FIELDS = ("job_id",)
+
+
+@final
+class RayDriverJobLifecycleEvent(_LifecycleEvent):
+    """DRIVER_JOB_LIFECYCLE_EVENT (entity: job id)."""
+
+    __slots__ = ()
+    EVENT_TYPE = _E.DRIVER_JOB_LIFECYCLE_EVENT
+    PAYLOAD_TYPE = pb.DriverJobLifecycleEvent
+    PAYLOAD_FIELD_NUMBER = 13
+    DEFAULT_SOURCE_TYPE = _E.GCS
+    ENTITY_FIELD = "job_id"
+    REQUIRED_FIELDS = ("job_id",)
+
+
+@final
+class RayNodeDefinitionEvent(_SingleIdEvent):
+    """NODE_DEFINITION_EVENT (entity: node id)."""
+
+    __slots__ = ()
+    EVENT_TYPE = _E.NODE_DEFINITION_EVENT
+    PAYLOAD_TYPE = pb.NodeDefinitionEvent
+    PAYLOAD_FIELD_NUMBER = 14
+    DEFAULT_SOURCE_TYPE = _E.GCS
+    ENTITY_FIELD = "node_id"
+    REQUIRED_FIELDS = ("node_id",)
+
+
+@final
+class RayNodeLifecycleEvent(_LifecycleEvent):
+    """NODE_LIFECYCLE_EVENT (entity: node id)."""
+
+    __slots__ = ()
+    EVENT_TYPE = _E.NODE_LIFECYCLE_EVENT
+    PAYLOAD_TYPE = pb.NodeLifecycleEvent
+    PAYLOAD_FIELD_NUMBER = 15
+    DEFAULT_SOURCE_TYPE = _E.GCS
+    ENTITY_FIELD = "node_id"
+    REQUIRED_FIELDS = ("node_id",)
+
+
+@final
+class RayActorDefinitionEvent(_SingleIdEvent):
+    """ACTOR_DEFINITION_EVENT (entity: actor id)."""
+
+    __slots__ = ()
+    EVENT_TYPE = _E.ACTOR_DEFINITION_EVENT
+    PAYLOAD_TYPE = pb.ActorDefinitionEvent
+    PAYLOAD_FIELD_NUMBER = 16
+    DEFAULT_SOURCE_TYPE = _E.GCS
+    ENTITY_FIELD = "actor_id"
+    REQUIRED_FIELDS = ("actor_id",)
+
+
+@final
+class RayActorLifecycleEvent(_LifecycleEvent):
+    """ACTOR_LIFECYCLE_EVENT (entity: actor id)."""
+
+    __slots__ = ()
+    EVENT_TYPE = _E.ACTOR_LIFECYCLE_EVENT
+    PAYLOAD_TYPE = pb.ActorLifecycleEvent
+    PAYLOAD_FIELD_NUMBER = 17
+    DEFAULT_SOURCE_TYPE = _E.GCS
+    ENTITY_FIELD = "actor_id"
+    REQUIRED_FIELDS = ("actor_id",)
+
+
+# --- placement groups, submission jobs, platform, workers ----------------------------------
+
+
+@final
+class RayPlacementGroupDefinitionEvent(_SingleIdEvent):
+    """PLACEMENT_GROUP_DEFINITION_EVENT (entity: placement group id)."""
+
+    __slots__ = ()
+    EVENT_TYPE = _E.PLACEMENT_GROUP_DEFINITION_EVENT
+    PAYLOAD_TYPE = pb.PlacementGroupDefinitionEvent
+    PAYLOAD_FIELD_NUMBER = 19
+    DEFAULT_SOURCE_TYPE = _E.GCS
+    ENTITY_FIELD = "placement_group_id"
+    REQUIRED_FIELDS = ("placement_group_id",)
+
+
+@final
+class RayPlacementGroupLifecycleEvent(_LifecycleEvent):
+    """PLACEMENT_GROUP_LIFECYCLE_EVENT (entity: placement group id)."""
+
+    __slots__ = ()
+    EVENT_TYPE = _E.PLACEMENT_GROUP_LIFECYCLE_EVENT
+    PAYLOAD_TYPE = pb.PlacementGroupLifecycleEvent
+    PAYLOAD_FIELD_NUMBER = 20
+    DEFAULT_SOURCE_TYPE = _E.GCS
+    ENTITY_FIELD = "placement_group_id"
+    REQUIRED_FIELDS = ("placement_group_id",)
+
+
+@final
+class RaySubmissionJobDefinitionEvent(_SingleIdEvent):
+    """SUBMISSION_JOB_DEFINITION_EVENT (entity: submission id, a string)."""
+
+    __slots__ = ()
+    EVENT_TYPE = _E.SUBMISSION_JOB_DEFINITION_EVENT
+    PAYLOAD_TYPE = pb.SubmissionJobDefinitionEvent
+    PAYLOAD_FIELD_NUMBER = 21
+    DEFAULT_SOURCE_TYPE = _E.JOBS
+    ENTITY_FIELD = "submission_id"
+    REQUIRED_FIELDS = ("submission_id",)
+
+
+@final
+class RaySubmissionJobLifecycleEvent(_LifecycleEvent):
+    """SUBMISSION_JOB_LIFECYCLE_EVENT (entity: submission id).
+
+    The transition's own ``message`` field is passed as ``state_message=`` because ``message``
+    is the event's base field.
+    """
+
+    __slots__ = ()
+    EVENT_TYPE = _E.SUBMISSION_JOB_LIFECYCLE_EVENT
+    PAYLOAD_TYPE = pb.SubmissionJobLifecycleEvent
+    PAYLOAD_FIELD_NUMBER = 22
+    DEFAULT_SOURCE_TYPE = _E.JOBS
+    ENTITY_FIELD = "submission_id"
+    REQUIRED_FIELDS = ("submission_id",)
+    TRANSITION_ALIASES = {"state_message": "message"}
+
+
+@final
+class RayPlatformEvent(RayEventBase):
+    """PLATFORM_EVENT (e.g. Kubernetes events): never merged, like Ray's ``PythonRayEvent``.
+
+    ``entity_id`` is caller-supplied (``entity_id=b"..."``); it defaults to the event id.
+    """
+
+    __slots__ = ("_entity_id",)
+    EVENT_TYPE = _E.PLATFORM_EVENT
+    PAYLOAD_TYPE = pb.PlatformEvent
+    PAYLOAD_FIELD_NUMBER = 23
+    DEFAULT_SOURCE_TYPE = _E.CLUSTER_LIFECYCLE
+    SUPPORTS_MERGE = False
+
+    _entity_id: bytes | None
+
+    def __init__(self, *, entity_id: bytes | None = None, **kwargs: Any) -> None:
+        if entity_id is not None and not isinstance(entity_id, bytes):
+            raise TypeError("RayPlatformEvent entity_id must be bytes.")
+        self._entity_id = entity_id
+        super().__init__(**kwargs)
+
+    @property
+    def entity_id(self) -> bytes:
+        entity = getattr(self, "_entity_id", None)
+        return self.event_id if entity is None else entity
+
+    def copy(self) -> RayPlatformEvent:
+        twin = super().copy()
+        twin._entity_id = getattr(self, "_entity_id", None)
+        return twin
+
+
+@final
+class RayWorkerDefinitionEvent(_SingleIdEvent):
+    """WORKER_DEFINITION_EVENT (entity: worker id)."""
+
+    __slots__ = ()
+    EVENT_TYPE = _E.WORKER_DEFINITION_EVENT
+    PAYLOAD_TYPE = pb.WorkerDefinitionEvent
+    PAYLOAD_FIELD_NUMBER = 25
+    DEFAULT_SOURCE_TYPE = _E.GCS
+    ENTITY_FIELD = "worker_id"
+    REQUIRED_FIELDS = ("worker_id",)
+
+
+@final
+class RayWorkerLifecycleEvent(_LifecycleEvent):
+    """WORKER_LIFECYCLE_EVENT (entity: worker id); merging fills job_id if still empty."""
+
+    __slots__ = ()
+    EVENT_TYPE = _E.WORKER_LIFECYCLE_EVENT
+    PAYLOAD_TYPE = pb.WorkerLifecycleEvent
+    PAYLOAD_FIELD_NUMBER = 24
+    DEFAULT_SOURCE_TYPE = _E.GCS
+    ENTITY_FIELD = "worker_id"
+    REQUIRED_FIELDS = ("worker_id",)
+
+    def merge_data(self, other: Message) -> None:
+        mine: Any = self._payload
+        theirs: Any = other
+        if not mine.job_id:
+            mine.job_id = theirs.job_id
+        super().merge_data(other)
+
+
+#: Every built-in event class, by ``RayEvent.EventType`` number.
+EVENT_CLASSES: dict[int, type[RayEventBase]] = {
+    cls.EVENT_TYPE: cls
+    for cls in (
+        RayTaskDefinitionEvent,
+        RayTaskLifecycleEvent,
+        RayActorTaskDefinitionEvent,
+        RayTaskProfileEvent,
+        RayDriverJobDefinitionEvent,
+        RayDriverJobLifecycleEvent,
+        RayNodeDefinitionEvent,
+        RayNodeLifecycleEvent,
+        RayActorDefinitionEvent,
+        RayActorLifecycleEvent,
+        RayPlacementGroupDefinitionEvent,
+        RayPlacementGroupLifecycleEvent,
+        RaySubmissionJobDefinitionEvent,
+        RaySubmissionJobLifecycleEvent,
+        RayPlatformEvent,
+        RayWorkerLifecycleEvent,
+        RayWorkerDefinitionEvent,
+    )
+}
