@@ -59,6 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(runner=_cmd_version)
     p = sub.add_parser("event-types", help="list the event types this build knows")
     p.set_defaults(runner=_cmd_event_types)
+
+    from trio_events import _sink_cli
+
+    p = sub.add_parser(
+        "collect", help="receive exported events over HTTP and store them in SQLite (dedup by id)"
+    )
+    _sink_cli.add_collect_arguments(p)
+    p.set_defaults(runner=_async(_sink_cli.run_collect))
+    p = sub.add_parser("query", help="ask questions of a store written by collect or agent")
+    _sink_cli.add_query_arguments(p)
+    p.set_defaults(runner=_sink_cli.run_query)
     return parser
 
 
