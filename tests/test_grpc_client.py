@@ -1,0 +1,182 @@
+"""EventAggregatorClient against a real in-process grpclib server (real clock, 127.0.0.1)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from tests.fake_aggregator import FakeAggregator, blocking_hook, serve
+from trio_events import pb
+from trio_events._bridge import asyncio_loop, run_asyncio
+from trio_events._events import RayDriverJobLifecycleEvent
+from trio_events._grpc_client import (
+    BackpressureError,
+    EventAggregatorClient,
+    ExportError,
+    RetryableExportError,
+    classify,
+    parse_target,
+)
+from trio_events._recorder import RecorderConfig, open_recorder
+
+DEADLINE = 10  # seconds; every I/O test runs under it
+JOB = b"\x01\x00\x00\x00"
+
+
+def one_event_request() -> pb.AddEventsRequest:
+    request = pb.AddEventsRequest()
+    RayDriverJobLifecycleEvent(job_id=JOB, state="CREATED").serialize_into(
+        request.events_data.events.add()
+    )
+    return request
+
+
+def failing_hook(status: Status, message: str):
+    async def hook(request: pb.AddEventsRequest) -> None:
+        raise GRPCError(status, message)
+
+    return hook
+
+
+async def test_success_delivers_the_request() -> None:
+    servicer = FakeAggregator()
+    with trio.fail_after(DEADLINE):
+        async with serve(servicer) as port, EventAggregatorClient(f"127.0.0.1:{port}") as client:
+            await client.add_events(one_event_request(), timeout=5)
+            await client.add_events(one_event_request(), timeout=5)  # same connection again
+    assert [len(r.request.events_data.events) for r in servicer.received] == [1, 1]
+    assert "authorization" not in servicer.received[0].metadata
+
+
+async def test_bearer_token_is_sent_and_never_shown() -> None:
+    servicer = FakeAggregator()
+    with trio.fail_after(DEADLINE):
+        async with serve(servicer) as port:
+            client = EventAggregatorClient(f"127.0.0.1:{port}", token="s3cret")
+            try:
+                await client.add_events(one_event_request(), timeout=5)
+            finally:
+                await client.aclose()
+    assert servicer.received[0].metadata["authorization"] == "Bearer s3cret"
+    assert "s3cret" not in repr(client)
+
+
+async def test_server_stopped_is_retryable_unavailable() -> None:
+    with trio.fail_after(DEADLINE):
+        async with serve(FakeAggregator()) as port:
+            pass  # the port is free again: nothing listens there now
+        async with asyncio_loop(), EventAggregatorClient(f"127.0.0.1:{port}") as client:
+            with pytest.raises(RetryableExportError) as caught:
+                await client.add_events(one_event_request(), timeout=5)
+    assert caught.value.reason == "unavailable"
+    assert caught.value.retryable
+    assert not caught.value.backpressure
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "reason", "retryable"),
+    [
+        (Status.RESOURCE_EXHAUSTED, BackpressureError, "resource_exhausted", True),
+        (Status.UNAVAILABLE, RetryableExportError, "unavailable", True),
+        (Status.UNAUTHENTICATED, ExportError, "unauthenticated", False),
+        (Status.INVALID_ARGUMENT, ExportError, "rejected", False),
+        (Status.UNIMPLEMENTED, ExportError, "unimplemented", False),
+    ],
+)
+async def test_grpc_status_mapping(status, error_type, reason, retryable) -> None:
+    servicer = FakeAggregator()
+    servicer.hook = failing_hook(status, "the aggregator says no")
+    with trio.fail_after(DEADLINE):
+        async with serve(servicer) as port, EventAggregatorClient(f"127.0.0.1:{port}") as client:
+            with pytest.raises(ExportError) as caught:
+                await client.add_events(one_event_request(), timeout=5)
+    assert type(caught.value) is error_type
+    assert caught.value.reason == reason
+    assert caught.value.retryable is retryable
+    assert caught.value.backpressure is (status is Status.RESOURCE_EXHAUSTED)
+    assert "the aggregator says no" in str(caught.value)
+
+
+async def test_deadline_is_enforced_and_retryable() -> None:
+    servicer = FakeAggregator()
+    servicer.hook, release = blocking_hook()
+    with trio.fail_after(DEADLINE):
+        async with serve(servicer) as port, EventAggregatorClient(f"127.0.0.1:{port}") as client:
+            started = trio.current_time()
+            with pytest.raises(RetryableExportError) as caught:
+                await client.add_events(one_event_request(), timeout=0.2)
+            elapsed = trio.current_time() - started
+            await run_asyncio(_set, release)  # let the server finish before it closes
+    assert caught.value.reason == "deadline"
+    assert 0.2 <= elapsed < 2
+
+
+async def _set(event) -> None:
+    event.set()
+
+
+async def test_open_recorder_exports_through_the_real_client() -> None:
+    servicer = FakeAggregator()
+    node_id = b"N" * 28
+    with trio.fail_after(DEADLINE):
+        async with serve(servicer) as port:
+            config = RecorderConfig(report_interval=60)  # only the exit flush will export
+            async with open_recorder(
+                config, target=f"127.0.0.1:{port}", node_id=node_id, token="t0k"
+            ) as recorder:
+                recorder.add(RayDriverJobLifecycleEvent(job_id=JOB, state="CREATED"))
+                recorder.add(RayDriverJobLifecycleEvent(job_id=JOB, state="FINISHED"))
+    [received] = servicer.received
+    [event] = received.request.events_data.events
+    assert event.node_id == node_id
+    assert len(event.driver_job_lifecycle_event.state_transitions) == 2
+    assert received.metadata["authorization"] == "Bearer t0k"
+    assert recorder.statistics().exported == 2
+
+
+async def test_closed_client_refuses_calls() -> None:
+    client = EventAggregatorClient("127.0.0.1:1")
+    await client.aclose()
+    await client.aclose()  # idempotent
+    with pytest.raises(RuntimeError, match=r"^this EventAggregatorClient was closed; create"):
+        await client.add_events(one_event_request(), timeout=1)
+    with pytest.raises(
+        ValueError, match=r"^timeout must be a positive number of seconds, got 0\.$"
+    ):
+        await client.add_events(one_event_request(), timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [("127.0.0.1:50051", ("127.0.0.1", 50051)), ("[::1]:9", ("::1", 9)), ("host:1", ("host", 1))],
+)
+def test_parse_target(target, expected) -> None:
+    assert parse_target(target) == expected
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1", ":50051", "h:0", "h:70000", "h:x", "[zz]:1"])
+def test_parse_target_rejects(target) -> None:
+    with pytest.raises(ValueError, match=r"is not HOST:PORT; pass e\.g\. 127\.0\.0\.1:50051"):
+        parse_target(target)
+
+
+def test_classify_transport_errors_and_bugs() -> None:
+    refused = classify(ConnectionRefusedError(111, "refused"))
+    assert refused is not None
+    assert refused.retryable
+    assert refused.reason == "unavailable"
+    reset = classify(StreamTerminatedError("Connection lost"))
+    assert reset is not None
+    assert reset.reason == "unavailable"
+    late = classify(TimeoutError())
+    assert late is not None
+    assert late.retryable
+    assert late.reason == "deadline"
+    assert classify(KeyError("a bug")) is None
+
+
+def test_bad_token_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^token must be a non-empty single line"):
+        EventAggregatorClient("127.0.0.1:1", token="a\nb")

@@ -1,0 +1,256 @@
+"""The recorder's synchronous core: a bounded, thread-safe ring with exact accounting.
+
+No I/O and no trio here, so that producers on any thread can use it and tests (including a
+hypothesis state machine) can drive it step by step. Counts are in *recorded* events: an entry
+that stands for several merged events counts its ``merged_count``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, final
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from prometheus_client import Counter
+
+    from trio_events._event_base import RayEventBase
+    from trio_events._grpc_client import ExportError
+    from trio_events._metrics import Metrics
+
+_log = logging.getLogger("trio_events.recorder")
+
+
+@final
+@attrs.frozen
+class RecorderStatistics:
+    """A snapshot of a recorder's accounting, in recorded events (``merged_count``).
+
+    ``added == exported + dropped + buffered + in_flight`` holds in every snapshot.
+    """
+
+    added: int
+    exported: int
+    dropped: int
+    buffered: int
+    in_flight: int
+    dropped_by_reason: Mapping[str, int]
+    export_failures: int
+    consecutive_failures: int
+    queued_entries: int
+    capacity: int
+
+
+@final
+@attrs.frozen
+class ExportBatch:
+    """What one export sends: merged events in order, and how many recorded events they hold."""
+
+    events: list[RayEventBase]
+    count: int
+
+
+@final
+class EventRing:
+    """Holds at most ``capacity`` entries; the oldest go first (see RayEventRecorder).
+
+    Entries are *fresh* (as added; they may merge at the next export) or *sealed* (the merged
+    events of a failed export: re-sent unchanged, never merged again). Sealed entries are
+    always older than fresh ones, so they sit in front.
+    """
+
+    def __init__(self, capacity: int, *, source: str, metrics: Metrics) -> None:
+        self._capacity = capacity
+        self._source = source
+        self._lock = threading.Lock()  # guards everything below; held only briefly
+        self._fresh: deque[RayEventBase] = deque()
+        self._sealed: deque[RayEventBase] = deque()
+        self._accepting = True
+        self._added = self._exported = self._buffered = self._in_flight = 0
+        self._dropped: dict[str, int] = {}
+        self._unlogged_drops: dict[str, int] = {}
+        self._export_failures = self._consecutive_failures = 0
+        self._m_added = metrics.recorder_events_added.labels(Source=source)
+        self._m_exported = metrics.recorder_events_exported.labels(Source=source)
+        self._m_dropped = metrics.recorder_dropped_events
+        self._m_dropped_children: dict[str, Counter] = {}
+        self._m_failures = metrics.recorder_export_failures
+        # Computed when scraped, so producers never pay for a gauge update.
+        metrics.recorder_buffered_events.labels(Source=source).set_function(
+            lambda: float(self._buffered + self._in_flight)
+        )
+
+    # --- producers ------------------------------------------------------------------------
+
+    def add(self, event: RayEventBase) -> None:
+        n = event.merged_count
+        with self._lock:
+            if self._accepting:
+                if len(self._fresh) + len(self._sealed) >= self._capacity:
+                    self._evict_locked(1, "buffer_full")
+                self._fresh.append(event)
+                self._buffered += n
+            else:
+                self._count_drop_locked("closed", n)
+            self._added += n
+        self._m_added.inc(n)
+
+    def add_many(self, events: Iterable[RayEventBase]) -> None:
+        batch = list(events)
+        n = sum(event.merged_count for event in batch)
+        with self._lock:
+            if self._accepting:
+                self._fresh.extend(batch)
+                self._buffered += n
+                excess = len(self._fresh) + len(self._sealed) - self._capacity
+                if excess > 0:
+                    self._evict_locked(excess, "buffer_full")
+            else:
+                self._count_drop_locked("closed", n)
+            self._added += n
+        self._m_added.inc(n)
+
+    def close(self) -> None:
+        """Stop accepting: later adds are counted as dropped with reason ``closed``."""
+        with self._lock:
+            self._accepting = False
+
+    # --- the exporter ---------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        return self._buffered
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._consecutive_failures
+
+    def take(self) -> ExportBatch:
+        """Everything buffered, merged by ``merge_key`` (first-occurrence order), now in flight."""
+        with self._lock:
+            if self._in_flight:
+                raise RuntimeError("an export is already in flight; settle it before taking more.")
+            sealed, self._sealed = self._sealed, deque()
+            fresh, self._fresh = self._fresh, deque()
+            count, self._buffered = self._buffered, 0
+            self._in_flight = count
+        # Merging runs outside the lock: producers keep adding into the new, empty deque.
+        groups: dict[tuple[object, ...], RayEventBase] = {}
+        merged: list[RayEventBase] = []
+        done = 0
+        try:
+            for event in fresh:
+                key = event.merge_key
+                head = groups.get(key)
+                if head is None:
+                    groups[key] = event
+                    merged.append(event)
+                else:
+                    try:
+                        head.merge(event)
+                    except (TypeError, ValueError) as exc:
+                        # merge() validates before it changes anything: a type whose merge_key
+                        # and merge() disagree is sent unmerged rather than stalling the export.
+                        _log.error("event not merged: event=%r error=%s", event, exc)
+                        merged.append(event)
+                done += 1
+        except BaseException:
+            # A bug in an event class: put everything back (nothing is lost), then re-raise.
+            with self._lock:
+                self._in_flight = 0
+                self._buffered += count
+                self._fresh.extendleft(reversed([*merged, *list(fresh)[done:]]))
+                self._sealed.extendleft(reversed(sealed))
+            raise
+        return ExportBatch([*sealed, *merged], count)
+
+    def exported(self, batch: ExportBatch) -> None:
+        """The aggregator acknowledged ``batch``."""
+        with self._lock:
+            self._in_flight = 0
+            self._exported += batch.count
+            self._consecutive_failures = 0
+        self._m_exported.inc(batch.count)
+
+    def failed(self, batch: ExportBatch, error: ExportError) -> None:
+        """``batch`` failed: keep it (sealed) if ``error`` is retryable, else drop and count it."""
+        with self._lock:
+            self._export_failures += 1
+            self._consecutive_failures += 1
+            if error.retryable:
+                self._requeue_locked(batch)
+            else:
+                self._in_flight = 0
+                self._count_drop_locked(error.reason, batch.count)
+        label = "backpressure" if error.backpressure else error.reason
+        self._m_failures.labels(Source=self._source, reason=label).inc()
+
+    def interrupted(self, batch: ExportBatch) -> None:
+        """The export was cancelled before an answer: it may have arrived, so keep it sealed."""
+        with self._lock:
+            self._requeue_locked(batch)
+
+    def drop_all(self, reason: str) -> int:
+        """Drop everything buffered (at shutdown), count it under ``reason``; how many."""
+        with self._lock:
+            self._sealed.clear()
+            self._fresh.clear()
+            left, self._buffered = self._buffered, 0
+            if left:
+                self._count_drop_locked(reason, left)
+        return left
+
+    def take_unlogged_drops(self) -> dict[str, int]:
+        """Drops by reason since the last call (so logs can report them once per tick)."""
+        with self._lock:
+            pending, self._unlogged_drops = self._unlogged_drops, {}
+        return pending
+
+    def statistics(self) -> RecorderStatistics:
+        with self._lock:
+            return RecorderStatistics(
+                added=self._added,
+                exported=self._exported,
+                dropped=sum(self._dropped.values()),
+                buffered=self._buffered,
+                in_flight=self._in_flight,
+                dropped_by_reason=dict(self._dropped),
+                export_failures=self._export_failures,
+                consecutive_failures=self._consecutive_failures,
+                queued_entries=len(self._fresh) + len(self._sealed),
+                capacity=self._capacity,
+            )
+
+    # --- with the lock held ---------------------------------------------------------------
+
+    def _requeue_locked(self, batch: ExportBatch) -> None:
+        # A failed export's events are older than anything added meanwhile, so they go back in
+        # front, sealed; if that overflows the ring, the oldest of them go first.
+        self._in_flight = 0
+        self._sealed.extendleft(reversed(batch.events))
+        self._buffered += batch.count
+        excess = len(self._sealed) + len(self._fresh) - self._capacity
+        if excess > 0:
+            self._evict_locked(excess, "export_failed_overflow")
+
+    def _evict_locked(self, entries: int, reason: str) -> None:
+        dropped = 0
+        for _ in range(entries):
+            queue = self._sealed if self._sealed else self._fresh
+            dropped += queue.popleft().merged_count
+        self._buffered -= dropped
+        self._count_drop_locked(reason, dropped)
+
+    def _count_drop_locked(self, reason: str, n: int) -> None:
+        self._dropped[reason] = self._dropped.get(reason, 0) + n
+        self._unlogged_drops[reason] = self._unlogged_drops.get(reason, 0) + n
+        child = self._m_dropped_children.get(reason)
+        if child is None:
+            child = self._m_dropped.labels(Source=self._source, reason=reason)
+            self._m_dropped_children[reason] = child
+        child.inc(n)
