@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import trio
 
@@ -41,7 +42,7 @@ def _async(fn: Callable[[argparse.Namespace], Awaitable[int]]) -> Runner:
     return run
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trio-events",
         description="Ray's event export pipeline on trio: recorder, aggregator agent, publishers.",
@@ -60,7 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("event-types", help="list the event types this build knows")
     p.set_defaults(runner=_cmd_event_types)
 
-    from trio_events import _sink_cli
+    from trio_events import _loadgen, _settings, _sink_cli
+
+    p = sub.add_parser(
+        "loadgen", help="drive a recorder with realistic events against an aggregator"
+    )
+    _loadgen.add_loadgen_arguments(p)
+    recorder_env = _settings.env_defaults(_settings.RECORDER_SETTINGS, environ)
+    renamed = {"report_interval": "batch_interval", "shutdown_flush_timeout": "flush_timeout"}
+    p.set_defaults(
+        runner=_async(_loadgen.run_loadgen),
+        **{renamed.get(dest, dest): value for dest, value in recorder_env.items()},
+    )
 
     p = sub.add_parser(
         "collect", help="receive exported events over HTTP and store them in SQLite (dedup by id)"
@@ -74,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser(os.environ)
+    except ValueError as exc:  # an invalid environment variable: one sentence, no traceback
+        print(f"trio-events: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level,

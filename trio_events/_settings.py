@@ -31,11 +31,17 @@ def _bool(text: str) -> bool:
 
 
 def _int(text: str) -> int:
-    return int(text.strip())
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
 
 
 def _float(text: str) -> float:
-    value = float(text.strip())
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("expected a number") from None
     if value != value:  # NaN
         raise ValueError("expected a number")
     return value
@@ -105,26 +111,34 @@ def _describe(setting: Setting) -> str:
     return "(none)" if setting.default in ("", None) else str(setting.default)
 
 
+def env_defaults(settings: Sequence[Setting], environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings whose environment variable is set, parsed: ``{dest: value}``."""
+    found: dict[str, Any] = {}
+    for setting in settings:
+        raw = environ.get(setting.env) if setting.env else None
+        if raw is None:
+            continue
+        try:
+            found[setting.dest] = setting.parse(raw)
+        except ValueError as exc:
+            raise ValueError(
+                f"environment variable {setting.env}={raw!r} is invalid: {exc}."
+            ) from None
+    return found
+
+
 def add_settings(
     parser: argparse.ArgumentParser, settings: Sequence[Setting], environ: Mapping[str, str]
 ) -> None:
     """Add each setting as a flag; its default comes from ``environ`` when the variable is set."""
+    from_env = env_defaults(settings, environ)
     for setting in settings:
-        default = setting.default
-        raw = environ.get(setting.env) if setting.env else None
-        if raw is not None:
-            try:
-                default = setting.parse(raw)
-            except ValueError as exc:
-                raise ValueError(
-                    f"environment variable {setting.env}={raw!r} is invalid: {exc}."
-                ) from None
         where = f"; env {setting.env}" if setting.env else ""
         parser.add_argument(
             setting.flag,
             dest=setting.dest,
             type=setting.parse,
-            default=default,
+            default=from_env.get(setting.dest, setting.default),
             help=f"{setting.help} (default {_describe(setting)}{where})",
         )
 
