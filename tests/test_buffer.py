@@ -1,0 +1,599 @@
+"""MultiConsumerEventBuffer: Ray's tests ported, a state machine against a port of Ray's
+algorithm, cancellation safety and the linger in virtual time."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from trio_events import pb
+from trio_events._buffer import EventBatch, MultiConsumerEventBuffer
+from trio_events._metrics import Metrics
+
+TASK_LIFECYCLE = 2
+# No sockets here: every async test takes ``autojump_clock``, so lingers cost no real time.
+
+
+def blob(i: int) -> bytes:
+    return b"event-%d" % i
+
+
+def make_buffer(max_size: int = 100, max_batch_size: int = 10) -> MultiConsumerEventBuffer:
+    return MultiConsumerEventBuffer(max_size, max_batch_size, metrics=Metrics())
+
+
+def add_range(buf: MultiConsumerEventBuffer, start: int, stop: int) -> None:
+    for i in range(start, stop):
+        buf.add_nowait(TASK_LIFECYCLE, blob(i))
+
+
+# ---- Ray's tests (multi_consumer_event_buffer tests, ray-reference.md 4.2) -------------------------
+
+
+async def test_add_and_consume_event_basic(autojump_clock: trio.testing.MockClock) -> None:
+    buf = make_buffer(max_size=10, max_batch_size=5)
+    buf.register_consumer("c")
+    buf.add_nowait(TASK_LIFECYCLE, blob(0))
+    assert len(buf) == 1
+    batch = await buf.wait_for_batch("c", 0.1)
+    assert batch.blobs == [blob(0)]
+    assert batch.event_types == [TASK_LIFECYCLE]
+
+
+def test_add_event_buffer_overflow() -> None:
+    buf = make_buffer(max_size=3)
+    add_range(buf, 0, 4)
+    assert len(buf) == 3
+
+
+async def test_wait_for_batch_multiple_events(autojump_clock: trio.testing.MockClock) -> None:
+    buf = make_buffer(max_size=10, max_batch_size=3)
+    buf.register_consumer("c")
+    add_range(buf, 0, 5)
+    assert (await buf.wait_for_batch("c", 0.1)).blobs == [blob(i) for i in range(3)]
+    assert (await buf.wait_for_batch("c", 0.1)).blobs == [blob(3), blob(4)]
+
+
+async def test_wait_for_batch_unknown_consumer(autojump_clock: trio.testing.MockClock) -> None:
+    buf = make_buffer()
+    with pytest.raises(
+        KeyError, match=r"^\"No consumer named 'x' is registered with this buffer.\"$"
+    ):
+        await buf.wait_for_batch("x", 0.1)
+    with pytest.raises(KeyError, match="No consumer named 'x'"):
+        buf.take_nowait("x", 1)
+    with pytest.raises(KeyError, match="No consumer named 'x'"):
+        buf.unregister_consumer("x")
+
+
+def test_register_consumer_duplicate() -> None:
+    buf = make_buffer()
+    buf.register_consumer("c")
+    with pytest.raises(
+        ValueError, match=r"^A consumer named 'c' is already registered with this buffer\.$"
+    ):
+        buf.register_consumer("c")
+
+
+async def test_multiple_consumers_independent_cursors(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    buf = make_buffer(max_size=4, max_batch_size=2)
+    buf.register_consumer("one")
+    buf.register_consumer("two")
+    add_range(buf, 0, 4)
+    assert (await buf.wait_for_batch("one", 0.1)).blobs == [blob(0), blob(1)]
+    assert (await buf.wait_for_batch("one", 0.1)).blobs == [blob(2), blob(3)]
+    # "two" has read nothing, so nothing was freed: four more adds evict events 0-3.
+    add_range(buf, 4, 8)
+    assert (await buf.wait_for_batch("one", 0.1)).blobs == [blob(4), blob(5)]
+    assert (await buf.wait_for_batch("two", 0.1)).blobs == [blob(4), blob(5)]
+    stats = buf.statistics()
+    assert stats.consumers["one"].evicted == 0
+    assert stats.consumers["two"].evicted == 4
+
+
+async def test_wait_for_batch_blocks_until_event_available(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    buf = make_buffer(max_batch_size=1)
+    buf.register_consumer("c")
+    got: list[EventBatch] = []
+
+    async def consume() -> None:
+        got.append(await buf.wait_for_batch("c", 0.1))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume)
+        await trio.sleep(5)
+        assert got == []
+        buf.add_nowait(TASK_LIFECYCLE, blob(0))
+    assert got[0].blobs == [blob(0)]
+
+
+async def test_concurrent_producer_consumer_random_sleeps(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rng = random.Random(1)
+    buf = make_buffer(max_size=1000, max_batch_size=7)
+    buf.register_consumer("c")
+    received: list[bytes] = []
+
+    async def produce() -> None:
+        for i in range(300):
+            buf.add_nowait(TASK_LIFECYCLE, blob(i))
+            await trio.sleep(rng.random() * 0.01)
+
+    async def consume() -> None:
+        while len(received) < 300:
+            received.extend((await buf.wait_for_batch("c", 0.05)).blobs)
+            await trio.sleep(rng.random() * 0.02)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            nursery.start_soon(consume)
+    assert received == [blob(i) for i in range(300)]
+
+
+async def test_events_are_evicted_once_consumed_by_all_consumers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    buf = make_buffer(max_size=100, max_batch_size=2)
+    buf.register_consumer("one")
+    buf.register_consumer("two")
+    add_range(buf, 0, 10)
+    await buf.wait_for_batch("one", 0.1)
+    assert len(buf) == 10
+    await buf.wait_for_batch("two", 0.1)
+    assert len(buf) == 8
+
+
+# ---- eviction accounting, bulk adds, no consumers ---------------------------------------------
+
+
+def test_eviction_is_charged_per_consumer_and_event_type() -> None:
+    metrics = Metrics()
+    buf = MultiConsumerEventBuffer(3, 10, metrics=metrics)
+    buf.register_consumer("fast")
+    buf.register_consumer("slow")
+    buf.add_nowait(1, blob(0))
+    buf.add_nowait(2, blob(1))
+    buf.add_nowait(99, blob(2))  # a type newer than our schema
+    buf.take_nowait("fast", 2)
+    buf.add_many_nowait([2, 2, 2], [blob(3), blob(4), blob(5)])  # evicts 0, 1, 2
+
+    def dropped(consumer: str, event_type: str) -> float:
+        labels = {"consumer": consumer, "event_type": event_type}
+        return metrics.value("ray_aggregator_agent_queue_dropped_events_total", labels)
+
+    assert dropped("slow", "TASK_DEFINITION_EVENT") == 1
+    assert dropped("slow", "TASK_LIFECYCLE_EVENT") == 1
+    assert dropped("slow", "99") == 1
+    assert dropped("fast", "99") == 1  # fast had read events 0 and 1 only
+    assert dropped("fast", "TASK_LIFECYCLE_EVENT") == 0
+    assert buf.take_nowait("slow", 10).blobs == [blob(3), blob(4), blob(5)]
+    stats = buf.statistics()
+    assert (stats.evicted, stats.added) == (3, 6)
+    assert stats.consumers["slow"].evicted == 3
+
+
+def test_add_many_more_than_capacity_keeps_the_newest() -> None:
+    metrics = Metrics()
+    buf = MultiConsumerEventBuffer(4, 10, metrics=metrics)
+    buf.register_consumer("c")
+    add_range(buf, 0, 2)
+    buf.add_many_nowait([TASK_LIFECYCLE] * 7, [blob(i) for i in range(2, 9)])
+    batch = buf.take_nowait("c", 10)
+    assert batch.blobs == [blob(i) for i in range(5, 9)]
+    assert batch.first_sequence == 5
+    assert buf.statistics().consumers["c"].evicted == 5
+    labels = {"consumer": "c", "event_type": "TASK_LIFECYCLE_EVENT"}
+    assert metrics.value("ray_aggregator_agent_queue_dropped_events_total", labels) == 5
+
+
+def test_add_many_checks_lengths() -> None:
+    buf = make_buffer()
+    with pytest.raises(
+        ValueError,
+        match=r"^add_many_nowait needs one event type per blob, got 1 event types for 2 blobs\.$",
+    ):
+        buf.add_many_nowait([1], [b"a", b"b"])
+
+
+def test_without_consumers_events_accumulate_and_a_late_consumer_sees_them() -> None:
+    buf = make_buffer(max_size=5)
+    add_range(buf, 0, 8)
+    assert len(buf) == 5
+    assert buf.free_slots() == 0
+    buf.register_consumer("late")
+    assert buf.unread("late") == 5
+    assert buf.take_nowait("late", 2).blobs == [blob(3), blob(4)]
+    assert len(buf) == 3  # read by every consumer, so freed
+    assert buf.free_slots() == 2
+
+
+def test_unregistering_the_slowest_consumer_frees_what_the_others_read() -> None:
+    buf = make_buffer()
+    buf.register_consumer("fast")
+    buf.register_consumer("slow")
+    add_range(buf, 0, 6)
+    buf.take_nowait("fast", 4)
+    assert len(buf) == 6
+    buf.unregister_consumer("slow")
+    assert len(buf) == 2
+
+
+def test_gauges_are_computed_when_scraped() -> None:
+    metrics = Metrics()
+    buf = MultiConsumerEventBuffer(10, 5, metrics=metrics)
+    buf.register_consumer("c")
+    add_range(buf, 0, 4)
+    buf.take_nowait("c", 1)
+    assert metrics.value("trio_events_buffer_events") == 3
+    assert metrics.value("trio_events_buffer_capacity") == 10
+    assert metrics.value("trio_events_buffer_unread_events", {"consumer": "c"}) == 3
+    buf.unregister_consumer("c")
+    assert metrics.value("trio_events_buffer_unread_events", {"consumer": "c"}) == 0
+
+
+def test_statistics_is_frozen() -> None:
+    stats = make_buffer().statistics()
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        stats.buffered = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"max_size": 0}, ValueError, r"^max_size must be >= 1, got 0\.$"),
+        ({"max_batch_size": -1}, ValueError, r"^max_batch_size must be >= 1, got -1\.$"),
+        ({"max_size": 1.5}, TypeError, r"^max_size must be an int, not float\.$"),
+    ],
+)
+def test_constructor_validates(
+    kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        MultiConsumerEventBuffer(**kwargs, metrics=Metrics())  # type: ignore[arg-type]
+
+
+# ---- wait_for_batch: linger in virtual time, checkpoints, cancellation, close -----------------
+
+
+async def test_linger_returns_a_partial_batch_after_the_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    buf = make_buffer(max_batch_size=10)
+    buf.register_consumer("c")
+    buf.add_nowait(TASK_LIFECYCLE, blob(0))
+    start = trio.current_time()
+    batch = await buf.wait_for_batch("c", 5.0)
+    assert batch.blobs == [blob(0)]
+    assert trio.current_time() - start == pytest.approx(5.0)
+
+
+async def test_linger_deadline_starts_at_the_first_event(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    buf = make_buffer(max_batch_size=10)
+    buf.register_consumer("c")
+    start = trio.current_time()
+
+    async def produce() -> None:
+        await trio.sleep(3)
+        add_range(buf, 0, 1)
+        await trio.sleep(1)
+        add_range(buf, 1, 3)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(produce)
+        batch = await buf.wait_for_batch("c", 5.0)
+    assert batch.blobs == [blob(0), blob(1), blob(2)]
+    assert trio.current_time() - start == pytest.approx(8.0)
+
+
+async def test_a_full_batch_returns_without_waiting_for_the_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    buf = make_buffer(max_batch_size=3)
+    buf.register_consumer("c")
+    start = trio.current_time()
+
+    async def produce() -> None:
+        add_range(buf, 0, 1)
+        await trio.sleep(2)
+        add_range(buf, 1, 5)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(produce)
+        batch = await buf.wait_for_batch("c", 100.0)
+    assert batch.blobs == [blob(0), blob(1), blob(2)]
+    assert trio.current_time() - start == pytest.approx(2.0)
+    assert buf.unread("c") == 2
+
+
+@pytest.mark.parametrize("linger", [0.0, 1.0])
+async def test_wait_for_batch_is_a_checkpoint_even_when_events_are_ready(
+    linger: float, autojump_clock: trio.testing.MockClock
+) -> None:
+    buf = make_buffer(max_batch_size=2)
+    buf.register_consumer("c")
+    add_range(buf, 0, 2 if linger else 1)
+    with trio.testing.assert_checkpoints():
+        await buf.wait_for_batch("c", linger)
+
+
+async def test_cancelled_wait_for_batch_does_not_take_events(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    buf = make_buffer()
+    buf.register_consumer("c")
+    add_range(buf, 0, 3)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await buf.wait_for_batch("c", 0.0)
+    assert buf.unread("c") == 3
+
+
+async def test_cancel_while_waiting_for_the_first_event_loses_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    buf = make_buffer()
+    buf.register_consumer("c")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(buf.wait_for_batch, "c", 10.0)
+        await trio.testing.wait_all_tasks_blocked()
+        add_range(buf, 0, 2)  # wakes the waiter ...
+        nursery.cancel_scope.cancel()  # ... which is cancelled before it runs again
+    assert buf.unread("c") == 2
+    assert (await buf.wait_for_batch("c", 0.0)).blobs == [blob(0), blob(1)]
+
+
+async def test_cancel_during_the_linger_loses_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    buf = make_buffer(max_batch_size=10)
+    buf.register_consumer("c")
+    add_range(buf, 0, 1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(buf.wait_for_batch, "c", 10.0)
+        await trio.sleep(1)  # the waiter has the first event in sight and lingers
+        add_range(buf, 1, 3)
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert buf.unread("c") == 3
+    assert (await buf.wait_for_batch("c", 0.0)).blobs == [blob(0), blob(1), blob(2)]
+
+
+async def test_random_cancellations_never_lose_or_duplicate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rng = random.Random(7)
+    buf = make_buffer(max_size=10_000, max_batch_size=5)
+    buf.register_consumer("c")
+    received: list[bytes] = []
+
+    async def produce() -> None:
+        for i in range(500):
+            buf.add_nowait(TASK_LIFECYCLE, blob(i))
+            await trio.sleep(rng.random() * 0.01)
+        buf.close()
+
+    async def consume() -> None:
+        while True:
+            with trio.move_on_after(rng.random() * 0.03):
+                try:
+                    received.extend((await buf.wait_for_batch("c", 0.02)).blobs)
+                except trio.EndOfChannel:
+                    return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(produce)
+        nursery.start_soon(consume)
+    assert received == [blob(i) for i in range(500)]
+
+
+async def test_close_lets_consumers_drain_then_ends(autojump_clock: trio.testing.MockClock) -> None:
+    buf = make_buffer(max_batch_size=10)
+    buf.register_consumer("c")
+    add_range(buf, 0, 2)
+    buf.close()
+    start = trio.current_time()
+    assert (await buf.wait_for_batch("c", 5.0)).blobs == [blob(0), blob(1)]
+    assert trio.current_time() == start  # no linger once closed
+    with pytest.raises(trio.EndOfChannel):
+        await buf.wait_for_batch("c", 5.0)
+    with pytest.raises(trio.ClosedResourceError, match="accepts no more events"):
+        buf.add_nowait(TASK_LIFECYCLE, blob(2))
+    with pytest.raises(trio.ClosedResourceError):
+        buf.add_many_nowait([TASK_LIFECYCLE], [blob(2)])
+
+
+async def test_close_wakes_blocked_consumers(autojump_clock: trio.testing.MockClock) -> None:
+    buf = make_buffer()
+    buf.register_consumer("c")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def consume() -> None:
+                with pytest.raises(trio.EndOfChannel):
+                    await buf.wait_for_batch("c", 1.0)
+
+            nursery.start_soon(consume)
+            await trio.testing.wait_all_tasks_blocked()
+            assert buf.statistics().tasks_waiting == 1
+            await buf.aclose()
+
+
+async def test_unregister_wakes_its_waiter_with_key_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    buf = make_buffer()
+    buf.register_consumer("c")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def consume() -> None:
+                with pytest.raises(KeyError, match="No consumer named 'c'"):
+                    await buf.wait_for_batch("c", 1.0)
+
+            nursery.start_soon(consume)
+            await trio.testing.wait_all_tasks_blocked()
+            buf.unregister_consumer("c")
+
+
+async def test_two_waiters_of_one_consumer_split_events_without_duplicates(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    buf = make_buffer(max_batch_size=2)
+    buf.register_consumer("c")
+    got: list[bytes] = []
+
+    async def consume() -> None:
+        got.extend((await buf.wait_for_batch("c", 0.0)).blobs)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            nursery.start_soon(consume)
+            await trio.testing.wait_all_tasks_blocked()
+            add_range(buf, 0, 1)
+            await trio.testing.wait_all_tasks_blocked()
+            add_range(buf, 1, 2)
+    assert sorted(got) == [blob(0), blob(1)]
+
+
+# ---- state machine: the ring against a port of Ray's deque-and-cursors algorithm ----------------
+
+
+class RayModel:
+    """Ray's MultiConsumerEventBuffer (ray-reference.md 3.3) written plainly, as the oracle."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.queue: deque[tuple[int, bytes]] = deque()
+        self.cursors: dict[str, int] = {}
+        self.dropped: Counter[tuple[str, int]] = Counter()
+
+    def add(self, event_type: int, data: bytes) -> None:
+        if len(self.queue) == self.max_size:
+            old_type, _ = self.queue.popleft()
+            for name, cursor in self.cursors.items():
+                if cursor == 0:
+                    self.dropped[(name, old_type)] += 1
+                else:
+                    self.cursors[name] = cursor - 1
+        self.queue.append((event_type, data))
+
+    def take(self, name: str, k: int) -> list[tuple[int, bytes]]:
+        cursor = self.cursors[name]
+        items = list(self.queue)[cursor : cursor + k]
+        self.cursors[name] = cursor + len(items)
+        self.evict_consumed()
+        return items
+
+    def evict_consumed(self) -> None:
+        if self.cursors:
+            low = min(self.cursors.values())
+            for _ in range(low):
+                self.queue.popleft()
+            self.cursors = {name: c - low for name, c in self.cursors.items()}
+
+
+NAMES = st.sampled_from(["a", "b", "c"])
+EVENT_TYPES = st.sampled_from([1, 2, 4, 15, 1000])  # 1000: a type newer than our schema
+
+
+class BufferMachine(RuleBasedStateMachine):
+    MAX_SIZE = 6
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics = Metrics()
+        self.buf = MultiConsumerEventBuffer(self.MAX_SIZE, 4, metrics=self.metrics)
+        self.model = RayModel(self.MAX_SIZE)
+        self.next_id = 0
+        self.added_since: dict[str, int] = {}
+        self.consumed: dict[str, int] = {}
+        self.last_seen: dict[str, int] = {}
+
+    def _add(self, event_type: int) -> tuple[int, bytes]:
+        data = blob(self.next_id)
+        self.next_id += 1
+        self.model.add(event_type, data)
+        for name in self.added_since:
+            self.added_since[name] += 1
+        return event_type, data
+
+    @rule(event_type=EVENT_TYPES)
+    def add(self, event_type: int) -> None:
+        self.buf.add_nowait(*self._add(event_type))
+
+    @rule(event_types=st.lists(EVENT_TYPES, max_size=2 * MAX_SIZE + 1))
+    def add_many(self, event_types: list[int]) -> None:
+        events = [self._add(t) for t in event_types]
+        self.buf.add_many_nowait([t for t, _ in events], [d for _, d in events])
+
+    @rule(name=NAMES)
+    def register(self, name: str) -> None:
+        if name in self.model.cursors:
+            with pytest.raises(ValueError, match="already registered"):
+                self.buf.register_consumer(name)
+            return
+        self.buf.register_consumer(name)
+        self.model.cursors[name] = 0
+        self.added_since[name] = len(self.model.queue)
+        self.consumed[name] = 0
+
+    @rule(name=NAMES)
+    def unregister(self, name: str) -> None:
+        if name not in self.model.cursors:
+            with pytest.raises(KeyError):
+                self.buf.unregister_consumer(name)
+            return
+        self.buf.unregister_consumer(name)
+        del self.model.cursors[name], self.added_since[name], self.consumed[name]
+        self.last_seen.pop(name, None)  # a new registration starts again at the oldest event
+        self.model.evict_consumed()
+
+    @precondition(lambda self: self.model.cursors)
+    @rule(data=st.data(), k=st.integers(0, 8))
+    def take(self, data: st.DataObject, k: int) -> None:
+        name = data.draw(st.sampled_from(sorted(self.model.cursors)))
+        batch = self.buf.take_nowait(name, k)
+        expected = self.model.take(name, k)
+        assert list(batch) == expected
+        self.consumed[name] += len(batch)
+        ids = [int(d.split(b"-")[1]) for d in batch.blobs]
+        assert ids == sorted(ids)  # FIFO per consumer ...
+        if ids:
+            assert ids[0] > self.last_seen.get(name, -1)  # ... across batches too
+            self.last_seen[name] = ids[-1]
+
+    @invariant()
+    def matches_ray(self) -> None:
+        assert len(self.buf) == len(self.model.queue) <= self.MAX_SIZE
+        stats = self.buf.statistics()
+        assert set(stats.consumers) == set(self.model.cursors)
+        for name, consumer in stats.consumers.items():
+            assert consumer.unread == len(self.model.queue) - self.model.cursors[name]
+            assert consumer.consumed == self.consumed[name]
+            assert self.added_since[name] == consumer.consumed + consumer.evicted + consumer.unread
+        for (name, event_type), count in self.model.dropped.items():
+            label = pb.EVENT_TYPE_NAMES.get(event_type, str(event_type))
+            labels = {"consumer": name, "event_type": label}
+            value = self.metrics.value("ray_aggregator_agent_queue_dropped_events_total", labels)
+            assert value == count
+
+
+TestBufferMachine = BufferMachine.TestCase
+TestBufferMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
