@@ -1,0 +1,120 @@
+"""A publisher's settings, its statistics, and what it needs from a destination client."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Final, Protocol, final
+
+import attrs
+
+from trio_events._filtering import DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES, parse_exposable_event_types
+from trio_events._json import DEFAULT_CHUNK_SIZE
+
+if TYPE_CHECKING:
+    from trio_events._retry import PublishOutcome
+
+__all__ = [
+    "DEFAULT_EXPOSABLE_EVENT_TYPES",
+    "PublishClient",
+    "PublisherConfig",
+    "PublisherStatistics",
+]
+
+
+def _default_exposable_event_types() -> frozenset[int]:
+    types = parse_exposable_event_types(DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES)
+    assert types is not None  # only "ALL" parses to None
+    return types
+
+
+#: Ray 2.60's HTTP default: everything but TASK_PROFILE_EVENT, placement groups, submission jobs.
+DEFAULT_EXPOSABLE_EVENT_TYPES: Final = _default_exposable_event_types()
+
+
+class PublishClient(Protocol):
+    """What a publisher needs from its destination (HttpPublisherClient, or a test fake)."""
+
+    async def publish(self, body: bytes) -> PublishOutcome:
+        """Send one JSON array body once; report the outcome instead of raising."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def _check(config: PublisherConfig) -> None:
+    if not config.name:
+        raise ValueError("A publisher needs a non-empty name (its buffer consumer name).")
+    non_negative = ("linger", "initial_backoff", "max_backoff", "max_retry_after")
+    for name in non_negative:
+        value = getattr(config, name)
+        if not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"PublisherConfig.{name} must be a number >= 0, got {value!r}.")
+    if not 0 <= config.jitter <= 1:
+        raise ValueError(f"PublisherConfig.jitter must be between 0 and 1, got {config.jitter!r}.")
+    if isinstance(config.max_retries, bool) or config.max_retries < -1:
+        raise ValueError(
+            f"PublisherConfig.max_retries must be -1 (unlimited) or >= 0, got "
+            f"{config.max_retries!r}."
+        )
+    if config.give_up_after is not None and not config.give_up_after > 0:
+        raise ValueError(
+            f"PublisherConfig.give_up_after must be None (never) or > 0 seconds, got "
+            f"{config.give_up_after!r}."
+        )
+    if not config.attempt_timeout > 0:
+        raise ValueError(
+            f"PublisherConfig.attempt_timeout must be > 0 seconds, got {config.attempt_timeout!r}."
+        )
+    if config.chunk_size < 1:
+        raise ValueError(f"PublisherConfig.chunk_size must be >= 1, got {config.chunk_size!r}.")
+
+
+@final
+@attrs.frozen
+class PublisherConfig:
+    """How one publisher reads, converts and retries (Ray's names and 2.60 defaults).
+
+    ``exposable_event_types`` is a set of ``RayEvent.EventType`` numbers, or None for all types
+    (``ALL``). ``linger`` is Ray's MAX_BUFFER_SEND_INTERVAL. ``max_retries`` -1 retries forever
+    (Ray's default); ``give_up_after`` additionally drops a batch still failing after that many
+    seconds. A ``Retry-After`` longer than the backoff is honoured, up to ``max_retry_after``.
+    ``attempt_timeout`` should be the client's timeout: when a drain has less than twice that
+    left, each batch gets a single attempt.
+    """
+
+    name: str = "http_service"
+    exposable_event_types: frozenset[int] | None = DEFAULT_EXPOSABLE_EVENT_TYPES
+    preserve_proto_field_name: bool = False
+    linger: float = 0.1
+    max_retries: int = -1
+    give_up_after: float | None = None
+    initial_backoff: float = 0.01
+    max_backoff: float = 5.0
+    jitter: float = 0.1
+    max_retry_after: float = 300.0
+    attempt_timeout: float = 3.0
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+
+    def __attrs_post_init__(self) -> None:
+        _check(self)
+
+
+@final
+@attrs.frozen
+class PublisherStatistics:
+    """Event counts of one publisher since it started (see the module docstring)."""
+
+    name: str
+    delivered: int  #: accepted by the sink
+    filtered: int  #: not exposed to this sink, never sent
+    dropped: int  #: given up on: permanent error, retries exhausted, unconvertible
+    abandoned: int  #: unread or in flight when run() ended
+    in_flight: int  #: taken from the buffer, not yet resolved
+    unread: int  #: still in the buffer for this publisher
+    attempts: int  #: publish attempts made
+    consecutive_failures: int  #: failed attempts since the last success
+    draining: bool
+
+    def summary(self) -> str:
+        """The supervisor's final line for this publisher."""
+        return f"delivered={self.delivered} dropped={self.dropped} abandoned={self.abandoned}"
