@@ -61,7 +61,24 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p = sub.add_parser("event-types", help="list the event types this build knows")
     p.set_defaults(runner=_cmd_event_types)
 
-    from trio_events import _loadgen, _settings, _sink_cli
+    from trio_events import _agent_cli, _demo, _loadgen, _settings, _sink_cli
+
+    p = sub.add_parser(
+        "demo", help="run collector, agent and recorder workloads together and show the result"
+    )
+    _demo.add_demo_arguments(p)
+    p.set_defaults(runner=_async(_demo.run_demo))
+
+    p = sub.add_parser(
+        "agent",
+        help="run the aggregator agent: gRPC AddEvents in, HTTP publishers (or a local store) out",
+    )
+    _agent_cli.add_agent_arguments(p, environ)
+
+    async def run_agent(args: argparse.Namespace) -> int:
+        return await _agent_cli.run_agent(args, environ)
+
+    p.set_defaults(runner=_async(run_agent))
 
     p = sub.add_parser(
         "loadgen", help="drive a recorder with realistic events against an aggregator"
@@ -97,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request at INFO; that is noise next to our one line per event of note.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     runner: Runner = args.runner
     try:
         return runner(args)

@@ -1,0 +1,141 @@
+"""The command line: configuration from flags and Ray's environment variables, and the demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trio_events import pb
+from trio_events._agent_cli import service_config_from_args
+from trio_events._cli import build_parser, main
+from trio_events._publisher_config import DEFAULT_EXPOSABLE_EVENT_TYPES
+
+
+def _agent_config(argv: list[str], environ: dict[str, str]):
+    args = build_parser(environ).parse_args(["agent", *argv])
+    return service_config_from_args(args, environ)
+
+
+def test_agent_defaults_are_ray_2_60s() -> None:
+    config = _agent_config([], {})
+    assert config.agent.buffer_size == 100_000
+    assert config.agent.max_batch_size == 1000
+    assert config.agent.max_message_bytes == 20 * 1024 * 1024
+    assert config.agent.on_full == "drop_oldest"
+    assert config.destinations == ()
+    assert config.store_path == "trio-events.db"  # no export address: keep events locally
+    assert config.store_publisher.exposable_event_types == DEFAULT_EXPOSABLE_EVENT_TYPES
+
+
+def test_ray_environment_variables_configure_the_agent() -> None:
+    env = {
+        "RAY_DASHBOARD_AGGREGATOR_AGENT_EVENTS_EXPORT_ADDR": "http://127.0.0.1:9/a,http://127.0.0.1:9/b",
+        "RAY_DASHBOARD_AGGREGATOR_AGENT_MAX_EVENT_BUFFER_SIZE": "500",
+        "RAY_DASHBOARD_AGGREGATOR_AGENT_EXPOSABLE_EVENT_TYPES": "all",
+        "RAY_DASHBOARD_AGGREGATOR_AGENT_PRESERVE_PROTO_FIELD_NAME": "True",
+        "RAY_DASHBOARD_AGGREGATOR_AGENT_PUBLISHER_MAX_RETRIES": "2",
+        "RAY_DASHBOARD_AGGREGATOR_AGENT_PUBLISHER_TIMEOUT_SECONDS": "7",
+    }
+    config = _agent_config([], env)
+    assert config.agent.buffer_size == 500
+    assert config.store_path is None
+    assert [d.http.url for d in config.destinations] == [
+        "http://127.0.0.1:9/a",
+        "http://127.0.0.1:9/b",
+    ]
+    assert [d.publisher.name for d in config.destinations] == ["http_service", "http_service_2"]
+    publisher = config.destinations[0].publisher
+    assert publisher.exposable_event_types is None  # ALL
+    assert publisher.preserve_proto_field_name is True
+    assert publisher.max_retries == 2
+    assert config.destinations[0].http.timeout == 7.0
+
+
+def test_flags_override_the_environment(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    env = {"RAY_DASHBOARD_AGGREGATOR_AGENT_MAX_EVENT_BUFFER_SIZE": "500"}
+    config = _agent_config(
+        [
+            "--buffer-size",
+            "42",
+            "--export-addr",
+            "http://127.0.0.1:9/x",
+            "--exposable-event-types",
+            "TASK_DEFINITION_EVENT, TASK_LIFECYCLE_EVENT",
+            "--on-full",
+            "reject",
+            "--auth-token-file",
+            str(token),
+            "--header",
+            "X-Team: infra",
+            "--compression",
+            "zstd",
+        ],
+        env,
+    )
+    assert config.agent.buffer_size == 42
+    assert config.agent.on_full == "reject"
+    assert config.agent.auth_token == "s3cret"
+    (destination,) = config.destinations
+    assert destination.http.headers == (("X-Team", "infra"),)
+    assert destination.http.compression == "zstd"
+    assert destination.publisher.exposable_event_types == frozenset(
+        {pb.RayEvent.TASK_DEFINITION_EVENT, pb.RayEvent.TASK_LIFECYCLE_EVENT}
+    )
+
+
+def test_invalid_environment_is_one_sentence(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_DASHBOARD_AGGREGATOR_AGENT_MAX_EVENT_BUFFER_SIZE", "lots")
+    assert main(["version"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "trio-events: error: environment variable "
+        "RAY_DASHBOARD_AGGREGATOR_AGENT_MAX_EVENT_BUFFER_SIZE='lots' is invalid: expected a whole number.\n"
+    )
+
+
+def test_unknown_exposable_type_names_the_valid_ones() -> None:
+    args = build_parser({}).parse_args(["agent", "--exposable-event-types", "TASK_EVENT"])
+    with pytest.raises(ValueError, match="TASK_EVENT") as info:
+        service_config_from_args(args, {})
+    assert "TASK_DEFINITION_EVENT" in str(info.value)
+
+
+def test_event_types_lists_all_17(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["event-types"]) == 0
+    out = capsys.readouterr().out
+    assert "17 Ray 2.60 event types" in out
+    assert all(name in out for n, name in pb.EVENT_TYPE_NAMES.items() if n)
+
+
+def test_demo_runs_the_whole_pipeline_with_no_drops(tmp_path: Path) -> None:
+    """The README's first command, smaller: real processes, real sockets, a real store."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trio_events",
+            "demo",
+            "--workloads",
+            "2",
+            "--events",
+            "1500",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "drops=0" in result.stdout
+    assert "A failed task's timeline" in result.stdout
+    assert "FAILED" in result.stdout
+    assert (tmp_path / "demo-events.db").exists()

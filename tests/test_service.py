@@ -1,0 +1,215 @@
+"""The agent service end to end over real sockets on 127.0.0.1: recorder -> agent -> HTTP sink."""
+
+from __future__ import annotations
+
+import base64
+from collections import defaultdict
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import trio
+
+from trio_events import pb
+from trio_events._agent import AgentConfig
+from trio_events._http_client import HttpPublisherConfig
+from trio_events._http_server import Request, Response, serve_http
+from trio_events._publisher import PublisherConfig
+from trio_events._query import counts
+from trio_events._realistic import realistic_events
+from trio_events._recorder import RecorderConfig, open_recorder
+from trio_events._service import AgentService, Destination, ServiceConfig
+
+DEADLINE = 30
+
+
+class Sink:
+    """A real HTTP server that records every POSTed event (and can be told to fail)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.posts = 0
+        self.fail_with: int | None = None
+        self.failures = 0
+        self.failed_twice = trio.Event()
+
+    async def handle(self, request: Request) -> Response:
+        if self.fail_with is not None:
+            self.failures += 1
+            if self.failures >= 2:
+                self.failed_twice.set()
+            return Response.text(self.fail_with, "sink says no")
+        self.posts += 1
+        assert request.header("content-type") == "application/json"
+        self.events.extend(orjson.loads(request.body))
+        return Response.text(200, "ok")
+
+
+def _config(sink_port: int | None, **overrides: Any) -> ServiceConfig:
+    destinations: tuple[Destination, ...] = ()
+    if sink_port is not None:
+        destinations = (
+            Destination(
+                HttpPublisherConfig(url=f"http://127.0.0.1:{sink_port}/v1/events"),
+                PublisherConfig(name="http_service", exposable_event_types=None),
+            ),
+        )
+    values: dict[str, Any] = {
+        "agent": AgentConfig(port=0),
+        "destinations": destinations,
+        "metrics_listen": ("127.0.0.1", 0),
+        "grace_period": 10.0,
+    }
+    values.update(overrides)
+    return ServiceConfig(**values)
+
+
+async def test_recorder_to_agent_to_http_sink_exactly_once_in_entity_order(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(DEADLINE):
+        sink = Sink()
+        sink_port = await nursery.start(serve_http, sink.handle, "127.0.0.1", 0)
+        service = AgentService(_config(sink_port))
+        addresses = await nursery.start(service.run)
+        recorded = list(realistic_events("mixed", 3000, seed=7))
+        config = RecorderConfig(report_interval=0.05, max_queued_events=10_000)
+        async with open_recorder(
+            config, target=f"127.0.0.1:{addresses.grpc_port}", node_id=b"n" * 28
+        ) as recorder:
+            for event in recorded:
+                recorder.add(event)
+        stats = recorder.statistics()
+        assert (stats.exported, stats.dropped) == (3000, 0)
+        service.request_stop()
+        summary = await service.wait_stopped()
+        assert summary is not None
+    assert (summary.dropped, summary.abandoned) == (0, 0)
+    ids = [e["eventId"] for e in sink.events]
+    assert len(ids) == len(set(ids)) == summary.delivered
+    # Every event arrives exactly once: the ids are those of the recorded events that survived
+    # merging (a merged event carries the id of the first event of its group).
+    recorded_ids = {base64.b64encode(e.event_id).decode() for e in recorded}
+    assert set(ids) <= recorded_ids
+    # Per entity, lifecycle transitions arrive in the order they were recorded.
+    arrived: dict[str, list[str]] = defaultdict(list)
+    for e in sink.events:
+        if e["eventType"] == "TASK_LIFECYCLE_EVENT":
+            payload = e["taskLifecycleEvent"]
+            key = f"{payload['taskId']}/{payload['taskAttempt']}"
+            arrived[key] += [t["timestamp"] for t in payload["stateTransitions"]]
+    assert arrived
+    for timestamps in arrived.values():
+        assert timestamps == sorted(timestamps)
+    assert all(e["nodeId"] == base64.b64encode(b"n" * 28).decode() for e in sink.events)
+
+
+async def test_metrics_and_health_endpoints(nursery: trio.Nursery) -> None:
+    with trio.fail_after(DEADLINE):
+        sink = Sink()
+        sink_port = await nursery.start(serve_http, sink.handle, "127.0.0.1", 0)
+        service = AgentService(_config(sink_port, unhealthy_after=0.0))
+        addresses = await nursery.start(service.run)
+        base = f"http://127.0.0.1:{addresses.metrics_port}"
+        async with httpx.AsyncClient() as client:
+            health = await client.get(f"{base}/healthz")
+            assert health.status_code == 200
+            assert health.json()["status"] == "healthy"
+            text = (await client.get(f"{base}/metrics")).text
+            assert "trio_events_buffer_capacity 100000.0" in text
+            assert 'trio_events_buffer_unread_events{consumer="http_service"} 0.0' in text
+            assert (await client.get(f"{base}/nope")).status_code == 404
+            # A failing sink turns /healthz unhealthy, with the reason.
+            sink.fail_with = 503
+            async with open_recorder(
+                RecorderConfig(report_interval=0.05),
+                target=f"127.0.0.1:{addresses.grpc_port}",
+                node_id=b"n" * 28,
+            ) as recorder:
+                recorder.add(next(realistic_events("lifecycle", 1, seed=1)))
+            # After the second failed attempt the publisher has counted the first one.
+            await sink.failed_twice.wait()
+            health = await client.get(f"{base}/healthz")
+            assert health.status_code == 503
+            reasons = health.json()["reasons"]
+            assert reasons
+            assert reasons[0].startswith("publisher http_service has failed for")
+            sink.fail_with = None
+        service.request_stop()
+        summary = await service.wait_stopped()
+        assert summary is not None
+    assert summary.delivered == 1
+
+
+async def test_no_export_address_keeps_events_in_a_local_store(
+    nursery: trio.Nursery, tmp_path: Any
+) -> None:
+    db = tmp_path / "agent.db"
+    with trio.fail_after(DEADLINE):
+        service = AgentService(_config(None, store_path=str(db), metrics_listen=None))
+        addresses = await nursery.start(service.run)
+        assert addresses.store_path == str(db)
+        async with open_recorder(
+            RecorderConfig(report_interval=0.05),
+            target=f"127.0.0.1:{addresses.grpc_port}",
+            node_id=b"n" * 28,
+        ) as recorder:
+            for event in realistic_events("mixed", 500, seed=3):
+                recorder.add(event)
+        service.request_stop()
+        summary = await service.wait_stopped()
+        assert summary is not None
+    stored = counts(db)
+    assert stored.total == summary.delivered > 0
+    assert summary.abandoned == 0
+
+
+async def test_cancelling_the_service_drains_within_the_grace_period() -> None:
+    sink = Sink()
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as outer:
+            sink_port = await outer.start(serve_http, sink.handle, "127.0.0.1", 0)
+            service = AgentService(_config(sink_port))
+            async with trio.open_nursery() as inner:
+                addresses = await inner.start(service.run)
+                request = pb.AddEventsRequest()
+                for event in realistic_events("lifecycle", 200, seed=5):
+                    event.serialize_into(request.events_data.events.add())
+                # Put events straight into the buffer while no publisher can run, then cancel.
+                buffer = service.publishers[0]._buffer
+                for ev in request.events_data.events:
+                    buffer.add_nowait(ev.event_type, ev.SerializeToString())
+                inner.cancel_scope.cancel()
+            outer.cancel_scope.cancel()
+    assert addresses.grpc_port > 0
+    summary = service.summary
+    assert summary is not None
+    assert summary.delivered == 200
+    assert len(sink.events) == 200
+
+
+async def test_sink_down_at_shutdown_counts_what_is_abandoned(nursery: trio.Nursery) -> None:
+    with trio.fail_after(DEADLINE):
+        sink = Sink()
+        sink.fail_with = 503
+        sink_port = await nursery.start(serve_http, sink.handle, "127.0.0.1", 0)
+        service = AgentService(_config(sink_port, grace_period=0.5))
+        await nursery.start(service.run)
+        buffer = service.publishers[0]._buffer
+        event = next(realistic_events("lifecycle", 1, seed=9)).serialize()
+        for _ in range(50):
+            buffer.add_nowait(event.event_type, event.SerializeToString())
+        service.request_stop()
+        summary = await service.wait_stopped()
+        assert summary is not None
+    assert summary.delivered == 0
+    assert summary.abandoned + summary.dropped == 50
+
+
+@pytest.mark.parametrize("bad", [{"grace_period": -1.0}])
+def test_bad_service_config_is_a_sentence(bad: dict[str, Any]) -> None:
+    with pytest.raises(
+        ValueError, match=r"^grace_period and unhealthy_after must be >= 0 seconds\.$"
+    ):
+        ServiceConfig(**bad)

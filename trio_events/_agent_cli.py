@@ -1,0 +1,174 @@
+"""``trio-events agent``: flags (defaults from Ray's environment variables) to a running service."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+import trio
+
+from trio_events._agent import AgentConfig
+from trio_events._filtering import parse_exposable_event_types
+from trio_events._http_client import HttpPublisherConfig
+from trio_events._publisher_config import DEFAULT_EXPOSABLE_EVENT_TYPES, PublisherConfig
+from trio_events._service import STORE_CONSUMER, AgentService, Destination, ServiceConfig
+from trio_events._settings import AGENT_SETTINGS, PUBLISHER_SETTINGS, add_settings, read_secret
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Mapping
+
+logger = logging.getLogger("trio_events.agent")
+
+EXPORT_ADDR_ENV = "RAY_DASHBOARD_AGGREGATOR_AGENT_EVENTS_EXPORT_ADDR"
+DEFAULT_DB = "trio-events.db"
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    from_env = [a.strip() for a in environ.get(EXPORT_ADDR_ENV, "").split(",") if a.strip()]
+    parser.add_argument(
+        "--export-addr",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="HTTP endpoint to POST events to; repeat for several destinations, each with its "
+        f"own publisher (default: env {EXPORT_ADDR_ENV}, comma-separated; none = local store)",
+    )
+    parser.set_defaults(export_addr_env=from_env)
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="extra HTTP header sent with every POST (repeatable)",
+    )
+    add_settings(parser, AGENT_SETTINGS, environ)
+    add_settings(parser, PUBLISHER_SETTINGS, environ)
+
+
+def _headers(values: list[str]) -> tuple[tuple[str, str], ...]:
+    headers = []
+    for value in values:
+        name, sep, content = value.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"--header takes NAME:VALUE, got {value!r}.")
+        headers.append((name.strip(), content.strip()))
+    return tuple(headers)
+
+
+def _bearer_token(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    if args.bearer_token_env:
+        token = environ.get(args.bearer_token_env, "").strip()
+        if not token:
+            raise ValueError(
+                f"--bearer-token-env names {args.bearer_token_env}, which is not set or empty."
+            )
+        return token
+    if args.bearer_token_file:
+        return read_secret(args.bearer_token_file, what="--bearer-token-file")
+    return None
+
+
+def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> ServiceConfig:
+    """Build the frozen configuration; invalid values raise ValueError with one sentence."""
+    host, port = args.listen
+    auth = (
+        read_secret(args.auth_token_file, what="--auth-token-file")
+        if args.auth_token_file
+        else None
+    )
+    agent = AgentConfig(
+        host=host,
+        port=port,
+        max_message_bytes=args.max_message_bytes,
+        auth_token=auth,
+        on_full=args.on_full,
+        buffer_size=args.buffer_size,
+        max_batch_size=args.max_batch_size,
+    )
+    exposable = (
+        parse_exposable_event_types(args.exposable_event_types)
+        if args.exposable_event_types
+        else DEFAULT_EXPOSABLE_EVENT_TYPES
+    )
+    urls: list[str] = args.export_addr if args.export_addr is not None else args.export_addr_env
+
+    def publisher(name: str) -> PublisherConfig:
+        return PublisherConfig(
+            name=name,
+            exposable_event_types=exposable,
+            preserve_proto_field_name=args.preserve_proto_field_name,
+            linger=args.linger,
+            max_retries=args.max_retries,
+            give_up_after=args.give_up_after or None,
+            initial_backoff=args.initial_backoff,
+            max_backoff=args.max_backoff,
+            jitter=args.jitter_ratio,
+            attempt_timeout=args.publisher_timeout,
+        )
+
+    destinations: tuple[Destination, ...] = ()
+    if args.publish:
+        token = _bearer_token(args, environ)
+        headers = _headers(args.header)
+        destinations = tuple(
+            Destination(
+                HttpPublisherConfig(
+                    url=url,
+                    timeout=args.publisher_timeout,
+                    compression=args.compression,
+                    headers=headers,
+                    bearer_token=token,
+                    ca_bundle=args.ca_bundle or None,
+                ),
+                publisher("http_service" if i == 0 else f"http_service_{i + 1}"),
+            )
+            for i, url in enumerate(urls)
+        )
+    # No export address at all: keep events in a local store instead of discarding them.
+    store_path = (args.db or DEFAULT_DB) if not urls else None
+    return ServiceConfig(
+        agent=agent,
+        destinations=destinations,
+        store_path=store_path,
+        store_publisher=publisher(STORE_CONSUMER),
+        metrics_listen=args.metrics_listen,
+        grace_period=args.grace_period,
+        unhealthy_after=args.unhealthy_after,
+    )
+
+
+async def run_agent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    config = service_config_from_args(args, environ)
+    service = AgentService(config)
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            addresses = await nursery.start(service.run)
+            agent = config.agent
+            print(f"trio-events agent: gRPC AddEvents on {agent.host}:{addresses.grpc_port}")
+            for destination in config.destinations:
+                print(f"trio-events agent: publishing to {destination.http.url}")
+            if addresses.store_path is not None:
+                print(
+                    f"trio-events agent: no export address; storing events in "
+                    f"{addresses.store_path} (query with: trio-events query --db "
+                    f"{addresses.store_path})"
+                )
+            elif not config.destinations:
+                print("trio-events agent: publishing disabled; events are counted and discarded")
+            if addresses.metrics_port is not None:
+                mhost = config.metrics_listen[0] if config.metrics_listen else "127.0.0.1"
+                print(
+                    f"trio-events agent: metrics on http://{mhost}:{addresses.metrics_port}/metrics"
+                )
+            sys.stdout.flush()
+            async for signum in signals:
+                logger.info("Received %s; shutting down in order.", signal.Signals(signum).name)
+                service.request_stop()
+                break
+    summary = service.summary
+    line = summary.line() if summary is not None else "not started"
+    print(f"trio-events agent: stopped: {line}")
+    return 0
