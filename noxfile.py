@@ -1,9 +1,12 @@
 """Sessions: ``nox`` runs tests, lint and typecheck (what CI runs); the rest are named explicitly.
 
-- tests: the default pytest session (fast; property tests, in-process servers on 127.0.0.1).
+- tests: the default pytest session (fast; property tests, in-process servers on 127.0.0.1,
+  and the fast subset of the fault, fuzz and soak suites).
 - lint / typecheck: ruff and mypy --strict (generated code excluded).
 - protos: regenerate trio_events/_proto from protos/.
-- bench, faults, fuzz, soak, interop: slow suites, never part of the default run.
+- bench: benchmarks/ in separate processes; writes bench-results/ (JSON, table, plot).
+- faults, fuzz, soak: the slow reliability suites (see docs/reliability.md).
+- interop: a real Ray 2.60 cluster exporting into trio-events (installs ray; see docs/ray-interop.md).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
+SLOW_SUITES = ["tests/interop", "tests/faults", "tests/fuzz", "tests/soak"]
 
 
 def install_with(session: nox.Session, *groups: str) -> None:
@@ -27,7 +31,8 @@ def install_with(session: nox.Session, *groups: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     install_with(session, "test")
-    session.run("pytest", "-m", "not slow", *session.posargs)
+    ignore = [f"--ignore={suite}" for suite in SLOW_SUITES if suite == "tests/interop"]
+    session.run("pytest", "-m", "not slow", *ignore, *session.posargs)
 
 
 @nox.session
@@ -48,3 +53,38 @@ def protos(session: nox.Session) -> None:
     """Regenerate the committed protobuf and grpclib code from protos/."""
     install_with(session, "test")
     session.run("python", "scripts/generate_protos.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks in separate processes on 127.0.0.1; report in bench-results/."""
+    install_with(session, "test", "bench")
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """Fault injection with real processes and sockets on 127.0.0.1."""
+    install_with(session, "test")
+    session.run("pytest", "tests/faults", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Hostile input to every entry point (hypothesis, many examples)."""
+    install_with(session, "test")
+    session.run("pytest", "tests/fuzz", *session.posargs, env={"TRIO_EVENTS_FUZZ": "full"})
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Sustained load with an intermittently failing sink (bounded; TRIO_EVENTS_SOAK_SECONDS)."""
+    install_with(session, "test")
+    session.run("pytest", "tests/soak", "-s", *session.posargs)
+
+
+@nox.session
+def interop(session: nox.Session) -> None:
+    """A real single-node Ray 2.60 cluster whose GCS and workers export to trio-events."""
+    install_with(session, "test", "interop")
+    session.run("pytest", "tests/interop", "-s", *session.posargs)
