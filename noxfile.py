@@ -6,7 +6,7 @@
 - protos: regenerate trio_events/_proto from protos/.
 - bench: benchmarks/ in separate processes; writes bench-results/ (JSON, table, plot).
 - faults, fuzz, soak: the slow reliability suites (see docs/reliability.md).
-- interop: a real Ray 2.60 cluster exporting into trio-events (installs ray; see docs/ray-interop.md).
+- interop: a real Ray 2.60 cluster exporting into trio-events (docs/ray-interop.md).
 """
 
 from __future__ import annotations
