@@ -9,7 +9,7 @@ share counts. Read a value with :meth:`Metrics.value`.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -48,6 +48,7 @@ class _CallbackGauges(Collector):
             yield family
 
 
+@final
 class Metrics:
     """All counters, gauges and histograms of one pipeline, in one registry."""
 
