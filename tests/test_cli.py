@@ -54,6 +54,20 @@ def test_ray_environment_variables_configure_the_agent() -> None:
     assert config.destinations[0].http.timeout == 7.0
 
 
+def test_hidden_json_converter_flag_selects_the_publishers_converter(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = ["--export-addr", "http://127.0.0.1:9/"]
+    assert _agent_config(url, {}).destinations[0].publisher.converter == "compiled"
+    config = _agent_config([*url, "--json-converter", "protobuf"], {})
+    assert config.destinations[0].publisher.converter == "protobuf"
+    with pytest.raises(SystemExit):
+        build_parser({}).parse_args(["agent", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--linger" in help_text
+    assert "--json-converter" not in help_text  # a benchmark option, not a product one
+
+
 def test_flags_override_the_environment(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("s3cret\n")
@@ -139,3 +153,31 @@ def test_demo_runs_the_whole_pipeline_with_no_drops(tmp_path: Path) -> None:
     assert "A failed task's timeline" in result.stdout
     assert "FAILED" in result.stdout
     assert (tmp_path / "demo-events.db").exists()
+
+
+def test_invalid_flag_value_says_what_it_wants(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trio_events",
+            "--log-format",
+            "json",
+            "agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            str(tmp_path / "x.db"),
+            "--buffer-size",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        "error: argument --buffer-size: expected a whole number greater than 0, got '0'\n"
+    )
+    assert "Traceback" not in result.stderr

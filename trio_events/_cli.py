@@ -12,12 +12,28 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+import orjson
 import trio
 
 from trio_events import __version__, pb
 from trio_events._events import EVENT_CLASSES
 
 Runner = Callable[[argparse.Namespace], int]
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per log record: time, level, logger, message (and the traceback)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -48,6 +64,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         description="Ray's event export pipeline on trio: recorder, aggregator agent, publishers.",
     )
     parser.add_argument("--version", action="version", version=f"trio-events {__version__}")
+    parser.add_argument(
+        "--log-format",
+        default=environ.get("TRIO_EVENTS_LOG_FORMAT", "text"),
+        choices=["text", "json"],
+        help="text lines, or one JSON object per line for log shippers (default: text; "
+        "env TRIO_EVENTS_LOG_FORMAT)",
+    )
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -109,11 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trio-events: error: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonFormatter()
+        if args.log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     # httpx logs every request at INFO; that is noise next to our one line per event of note.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     runner: Runner = args.runner

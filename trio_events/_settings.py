@@ -9,12 +9,12 @@ override both. ``docs/configuration.md`` is generated from the same table
 
 from __future__ import annotations
 
+import argparse
 from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Callable, Mapping, Sequence
 
 MIB = 1024 * 1024
@@ -127,6 +127,17 @@ def env_defaults(settings: Sequence[Setting], environ: Mapping[str, str]) -> dic
     return found
 
 
+def _for_argparse(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    # argparse reports a ValueError as "invalid <function name> value"; ours says what it wants.
+    def checked(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
+
+    return checked
+
+
 def add_settings(
     parser: argparse.ArgumentParser, settings: Sequence[Setting], environ: Mapping[str, str]
 ) -> None:
@@ -137,7 +148,7 @@ def add_settings(
         parser.add_argument(
             setting.flag,
             dest=setting.dest,
-            type=setting.parse,
+            type=_for_argparse(setting.parse),
             default=from_env.get(setting.dest, setting.default),
             help=f"{setting.help} (default {_describe(setting)}{where})",
         )
