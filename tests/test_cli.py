@@ -181,3 +181,32 @@ def test_invalid_flag_value_says_what_it_wants(tmp_path: Path) -> None:
         "error: argument --buffer-size: expected a whole number greater than 0, got '0'\n"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "trio_events",
+                "agent",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--db",
+                str(tmp_path / "x.db"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "trio-events: error: [Errno 98]" in result.stderr
+    assert f"'127.0.0.1', {port}" in result.stderr

@@ -342,3 +342,13 @@ def test_from_payload_rejects_the_wrong_message() -> None:
         match=r"^RayActorLifecycleEvent\.from_payload takes a ray\.rpc\.events\.ActorLifecycleEvent, got a ray\.rpc\.events\.ActorDefinitionEvent\.$",
     ):
         RayActorLifecycleEvent.from_payload(pb.ActorDefinitionEvent())
+
+
+def test_platform_event_payload_message_has_its_own_keyword() -> None:
+    event = RayPlatformEvent(
+        object_kind="Pod", reason="OOMKilled", platform_message="container exceeded", message="m"
+    )
+    wire = event.serialize()
+    assert wire.message == "m"
+    assert wire.platform_event.message == "container exceeded"
+    assert wire.platform_event.reason == "OOMKilled"

@@ -147,6 +147,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # invalid configuration: one sentence, no traceback
         print(f"trio-events: error: {exc}", file=sys.stderr)
         return 2
+    except (OSError, BaseExceptionGroup) as exc:
+        # Start-up failures of a service (a port in use, an unreadable file) arrive from its
+        # nursery wrapped in exception groups; say each in one sentence. Anything else is a bug
+        # and keeps its traceback.
+        leaves = _leaves(exc)
+        if not all(isinstance(leaf, OSError | ValueError) for leaf in leaves):
+            raise
+        for leaf in leaves:
+            print(f"trio-events: error: {leaf}", file=sys.stderr)
+        return 1
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -321,7 +321,9 @@ class RaySubmissionJobLifecycleEvent(_LifecycleEvent):
 class RayPlatformEvent(RayEventBase):
     """PLATFORM_EVENT (e.g. Kubernetes events): never merged, like Ray's ``PythonRayEvent``.
 
-    ``entity_id`` is caller-supplied (``entity_id=b"..."``); it defaults to the event id.
+    ``entity_id`` is caller-supplied (``entity_id=b"..."``); it defaults to the event id. The
+    payload's own ``message`` field is passed as ``platform_message=`` because ``message`` is the
+    event's base field.
     """
 
     __slots__ = ("_entity_id",)
@@ -333,11 +335,15 @@ class RayPlatformEvent(RayEventBase):
 
     _entity_id: bytes | None
 
-    def __init__(self, *, entity_id: bytes | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, entity_id: bytes | None = None, platform_message: str | None = None, **kwargs: Any
+    ) -> None:
         if entity_id is not None and not isinstance(entity_id, bytes):
             raise TypeError("RayPlatformEvent entity_id must be bytes.")
         self._entity_id = entity_id
         super().__init__(**kwargs)
+        if platform_message is not None:
+            fill_message(self._payload, {"message": platform_message}, what="RayPlatformEvent")
 
     @property
     def entity_id(self) -> bytes:
