@@ -88,3 +88,10 @@ def interop(session: nox.Session) -> None:
     """A real single-node Ray 2.60 cluster whose GCS and workers export to trio-events."""
     install_with(session, "test", "interop")
     session.run("pytest", "tests/interop", "-s", *session.posargs)
+
+
+@nox.session(name="interop-default")
+def interop_default(session: nox.Session) -> None:
+    """trio-events exporting into Ray's own aggregator agent (needs ray[default])."""
+    install_with(session, "test", "interop-default")
+    session.run("pytest", "tests/interop", "-s", *session.posargs)
