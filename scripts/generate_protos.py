@@ -56,6 +56,7 @@ def generate(out_dir: pathlib.Path) -> None:
         (out_dir / "__init__.py").write_text(
             HEADER + '"""Generated protobuf and grpclib code."""\n'
         )
+        (out_dir / "_pool.py").write_text(HEADER + POOL_MODULE)
         for path in sorted(pathlib.Path(tmp).rglob("*")):
             if path.is_dir():
                 continue
@@ -66,11 +67,43 @@ def generate(out_dir: pathlib.Path) -> None:
             dest = out_dir / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             text = re.sub(r"\bsrc\.ray\.protobuf\b", f"{PACKAGE}.src.ray.protobuf", text)
+            if rel.name.endswith("_pb2.py"):
+                text = _use_private_pool(text)
             dest.write_text(HEADER + text)
         for directory in [d for d in out_dir.rglob("*") if d.is_dir()]:
             init = directory / "__init__.py"
             if not init.exists():
                 init.write_text(HEADER)
+
+
+POOL_MODULE = '''"""The private descriptor pool every generated module registers its file into.
+
+Our .proto files carry Ray's own file and message names. Registered in protobuf's default pool,
+they would collide with Ray's generated modules in any process that imports both (a Ray driver,
+task or actor using trio-events); a private pool keeps the two apart.
+"""
+
+from google.protobuf import descriptor_pb2, descriptor_pool, timestamp_pb2
+
+POOL = descriptor_pool.DescriptorPool()
+
+_timestamp_file = descriptor_pb2.FileDescriptorProto()
+timestamp_pb2.DESCRIPTOR.CopyToProto(_timestamp_file)
+POOL.Add(_timestamp_file)
+'''
+
+
+def _use_private_pool(text: str) -> str:
+    marker = "_descriptor_pool.Default()"
+    if marker not in text:
+        raise SystemExit("protoc's output no longer registers through _descriptor_pool.Default()")
+    text = text.replace(marker, "_private_pool.POOL")
+    return text.replace(
+        "from google.protobuf import descriptor_pool as _descriptor_pool\n",
+        "from google.protobuf import descriptor_pool as _descriptor_pool\n"
+        f"from {PACKAGE} import _pool as _private_pool\n",
+        1,
+    )
 
 
 def main() -> None:

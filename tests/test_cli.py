@@ -208,5 +208,5 @@ def test_port_in_use_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert "trio-events: error: [Errno 98]" in result.stderr
+    assert "error: cannot start: [Errno 98] Address already in use" in result.stderr
     assert f"'127.0.0.1', {port}" in result.stderr

@@ -463,7 +463,11 @@ def _any_messages(draw: Any, depth: int, shape: Shape) -> Message:
 def _messages(draw: Any, descriptor: Descriptor, depth: int, shape: Shape) -> Message:
     full_name = descriptor.full_name
     if full_name == "google.protobuf.Timestamp":
-        special: Message = draw(timestamps())
+        # The Timestamp class of the descriptor's own pool (ours is trio-events' private pool).
+        drawn = draw(timestamps())
+        special: Message = message_factory.GetMessageClass(descriptor)(
+            seconds=drawn.seconds, nanos=drawn.nanos
+        )
         return special
     if full_name == "google.protobuf.Duration":
         special = draw(durations())

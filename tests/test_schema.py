@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from trio_events import pb
@@ -60,7 +59,7 @@ def _field_label(fd: FieldDescriptor) -> str:
 
 
 def _pool_message(name: str) -> Descriptor:
-    return descriptor_pool.Default().FindMessageTypeByName(name)
+    return pb.DESCRIPTOR_POOL.FindMessageTypeByName(name)
 
 
 def test_table_covers_every_event_type() -> None:
@@ -86,7 +85,7 @@ def test_message_fields_match_ray(message: str) -> None:
 @pytest.mark.parametrize("enum", sorted({r["scope"] for r in _rows("enum_value")}))
 def test_enum_values_match_ray(enum: str) -> None:
     expected = {(r["name"], int(r["number"])) for r in _rows("enum_value") if r["scope"] == enum}
-    desc = descriptor_pool.Default().FindEnumTypeByName(enum)
+    desc = pb.DESCRIPTOR_POOL.FindEnumTypeByName(enum)
     assert {(v.name, v.number) for v in desc.values} == expected
 
 
@@ -110,7 +109,7 @@ def test_reserved_numbers_and_names_match_ray() -> None:
 
 @pytest.mark.parametrize("row", _rows("method"), ids=lambda r: f"{r['scope']}/{r['name']}")
 def test_service_methods_match_ray(row: dict[str, str]) -> None:
-    service = descriptor_pool.Default().FindServiceByName(row["scope"])
+    service = pb.DESCRIPTOR_POOL.FindServiceByName(row["scope"])
     method = service.methods_by_name[row["name"]]
     assert method.input_type.full_name == row["type"]
     assert method.output_type.full_name == row["label"]

@@ -14,7 +14,6 @@ from typing import Any, cast
 
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 _NS_PER_S = 1_000_000_000
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -61,7 +60,7 @@ def timestamp_ns(value: object, *, what: str) -> int:
     return ns
 
 
-def set_timestamp(target: Timestamp, ns: int) -> None:
+def set_timestamp(target: Any, ns: int) -> None:
     target.seconds, target.nanos = divmod(ns, _NS_PER_S)
 
 
@@ -121,10 +120,13 @@ def _is_map(fd: FieldDescriptor) -> bool:
 def _fill_nested(target: Message, value: object, what: str) -> None:
     desc = target.DESCRIPTOR
     if desc.full_name == "google.protobuf.Timestamp":
-        if isinstance(value, Timestamp):
-            target.CopyFrom(value)
+        if isinstance(value, Message) and value.DESCRIPTOR.full_name == desc.full_name:
+            # Field by field: ours lives in trio-events' private descriptor pool, so it is a
+            # different class from google.protobuf.timestamp_pb2.Timestamp.
+            ts: Any = value
+            set_timestamp(target, ts.seconds * _NS_PER_S + ts.nanos)
         else:
-            set_timestamp(target, timestamp_ns(value, what=what))  # type: ignore[arg-type]
+            set_timestamp(target, timestamp_ns(value, what=what))
         return
     if isinstance(value, Message):
         if value.DESCRIPTOR is not desc:

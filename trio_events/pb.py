@@ -4,12 +4,16 @@
 generated modules live in ``trio_events._proto`` under Ray's own file layout
 (``src/ray/protobuf/...``) so that descriptors carry Ray's file names.
 
-Do not import Ray's own ``*_pb2`` modules into the same process: both define the same message
-names in protobuf's default descriptor pool, which refuses duplicates that differ.
+The generated code registers into a private descriptor pool (:data:`DESCRIPTOR_POOL`), not
+protobuf's default one, so trio-events can be imported into a process that also imports Ray's own
+generated modules (a Ray driver, task or actor), which use the same file and message names.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from trio_events._proto import _pool
 from trio_events._proto.src.ray.protobuf.common_pb2 import (
     ActorDeathCause as ActorDeathCause,
 )
@@ -112,9 +116,15 @@ from trio_events._proto.src.ray.protobuf.reporter_pb2 import (
     HealthCheckRequest as HealthCheckRequest,
 )
 
+if TYPE_CHECKING:
+    from google.protobuf.descriptor_pool import DescriptorPool
+
 #: ``RayEvent.EventType`` names by number, e.g. ``EVENT_TYPE_NAMES[2] == "TASK_LIFECYCLE_EVENT"``.
 EVENT_TYPE_NAMES: dict[int, str] = {
     v.number: v.name for v in RayEvent.DESCRIPTOR.enum_types_by_name["EventType"].values
 }
 #: The inverse of :data:`EVENT_TYPE_NAMES`.
 EVENT_TYPES_BY_NAME: dict[str, int] = {name: n for n, name in EVENT_TYPE_NAMES.items()}
+
+#: The private descriptor pool holding Ray's schema (not protobuf's default pool).
+DESCRIPTOR_POOL: DescriptorPool = _pool.POOL

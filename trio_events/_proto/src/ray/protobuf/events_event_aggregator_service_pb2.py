@@ -7,6 +7,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from trio_events._proto import _pool as _private_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -27,7 +28,7 @@ from trio_events._proto.src.ray.protobuf import common_pb2 as src_dot_ray_dot_pr
 from trio_events._proto.src.ray.protobuf.public import events_base_event_pb2 as src_dot_ray_dot_protobuf_dot_public_dot_events__base__event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n6src/ray/protobuf/events_event_aggregator_service.proto\x12\x0eray.rpc.events\x1a\x1dsrc/ray/protobuf/common.proto\x1a/src/ray/protobuf/public/events_base_event.proto\"I\n\x12TaskEventsMetadata\x12\x33\n\x15\x64ropped_task_attempts\x18\x02 \x03(\x0b\x32\x14.ray.rpc.TaskAttempt\"{\n\rRayEventsData\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.ray.rpc.events.RayEvent\x12@\n\x14task_events_metadata\x18\x02 \x01(\x0b\x32\".ray.rpc.events.TaskEventsMetadata\"F\n\x10\x41\x64\x64\x45ventsRequest\x12\x32\n\x0b\x65vents_data\x18\x01 \x01(\x0b\x32\x1d.ray.rpc.events.RayEventsData\"0\n\x0f\x41\x64\x64\x45ventsStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"A\n\x0e\x41\x64\x64\x45ventsReply\x12/\n\x06status\x18\x01 \x01(\x0b\x32\x1f.ray.rpc.events.AddEventsStatus2g\n\x16\x45ventAggregatorService\x12M\n\tAddEvents\x12 .ray.rpc.events.AddEventsRequest\x1a\x1e.ray.rpc.events.AddEventsReplyb\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\n6src/ray/protobuf/events_event_aggregator_service.proto\x12\x0eray.rpc.events\x1a\x1dsrc/ray/protobuf/common.proto\x1a/src/ray/protobuf/public/events_base_event.proto\"I\n\x12TaskEventsMetadata\x12\x33\n\x15\x64ropped_task_attempts\x18\x02 \x03(\x0b\x32\x14.ray.rpc.TaskAttempt\"{\n\rRayEventsData\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.ray.rpc.events.RayEvent\x12@\n\x14task_events_metadata\x18\x02 \x01(\x0b\x32\".ray.rpc.events.TaskEventsMetadata\"F\n\x10\x41\x64\x64\x45ventsRequest\x12\x32\n\x0b\x65vents_data\x18\x01 \x01(\x0b\x32\x1d.ray.rpc.events.RayEventsData\"0\n\x0f\x41\x64\x64\x45ventsStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"A\n\x0e\x41\x64\x64\x45ventsReply\x12/\n\x06status\x18\x01 \x01(\x0b\x32\x1f.ray.rpc.events.AddEventsStatus2g\n\x16\x45ventAggregatorService\x12M\n\tAddEvents\x12 .ray.rpc.events.AddEventsRequest\x1a\x1e.ray.rpc.events.AddEventsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -7,6 +7,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from trio_events._proto import _pool as _private_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -26,7 +27,7 @@ _sym_db = _symbol_database.Default()
 from trio_events._proto.src.ray.protobuf import profile_events_pb2 as src_dot_ray_dot_protobuf_dot_profile__events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n1src/ray/protobuf/events_task_profile_events.proto\x12\x0eray.rpc.events\x1a%src/ray/protobuf/profile_events.proto\"|\n\x11TaskProfileEvents\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\x16\n\x0e\x61ttempt_number\x18\x02 \x01(\x05\x12\x0e\n\x06job_id\x18\x03 \x01(\x0c\x12.\n\x0eprofile_events\x18\x04 \x01(\x0b\x32\x16.ray.rpc.ProfileEventsb\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\n1src/ray/protobuf/events_task_profile_events.proto\x12\x0eray.rpc.events\x1a%src/ray/protobuf/profile_events.proto\"|\n\x11TaskProfileEvents\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\x16\n\x0e\x61ttempt_number\x18\x02 \x01(\x05\x12\x0e\n\x06job_id\x18\x03 \x01(\x0c\x12.\n\x0eprofile_events\x18\x04 \x01(\x0b\x32\x16.ray.rpc.ProfileEventsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -7,6 +7,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from trio_events._proto import _pool as _private_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -25,7 +26,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%src/ray/protobuf/profile_events.proto\x12\x07ray.rpc\"u\n\x11ProfileEventEntry\x12\x12\n\nstart_time\x18\x01 \x01(\x03\x12\x10\n\x08\x65nd_time\x18\x02 \x01(\x03\x12\x17\n\nextra_data\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x12\n\nevent_name\x18\x04 \x01(\tB\r\n\x0b_extra_data\"\x82\x01\n\rProfileEvents\x12\x16\n\x0e\x63omponent_type\x18\x01 \x01(\t\x12\x14\n\x0c\x63omponent_id\x18\x02 \x01(\x0c\x12\x17\n\x0fnode_ip_address\x18\x03 \x01(\t\x12*\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x1a.ray.rpc.ProfileEventEntryb\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\n%src/ray/protobuf/profile_events.proto\x12\x07ray.rpc\"u\n\x11ProfileEventEntry\x12\x12\n\nstart_time\x18\x01 \x01(\x03\x12\x10\n\x08\x65nd_time\x18\x02 \x01(\x03\x12\x17\n\nextra_data\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x12\n\nevent_name\x18\x04 \x01(\tB\r\n\x0b_extra_data\"\x82\x01\n\rProfileEvents\x12\x16\n\x0e\x63omponent_type\x18\x01 \x01(\t\x12\x14\n\x0c\x63omponent_id\x18\x02 \x01(\x0c\x12\x17\n\x0fnode_ip_address\x18\x03 \x01(\t\x12*\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x1a.ray.rpc.ProfileEventEntryb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -7,6 +7,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from trio_events._proto import _pool as _private_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -25,7 +26,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsrc/ray/protobuf/reporter.proto\x12\x07ray.rpc\"\x14\n\x12HealthCheckRequest\"\x12\n\x10HealthCheckReply2X\n\x0fReporterService\x12\x45\n\x0bHealthCheck\x12\x1b.ray.rpc.HealthCheckRequest\x1a\x19.ray.rpc.HealthCheckReplyb\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\n\x1fsrc/ray/protobuf/reporter.proto\x12\x07ray.rpc\"\x14\n\x12HealthCheckRequest\"\x12\n\x10HealthCheckReply2X\n\x0fReporterService\x12\x45\n\x0bHealthCheck\x12\x1b.ray.rpc.HealthCheckRequest\x1a\x19.ray.rpc.HealthCheckReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -7,6 +7,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from trio_events._proto import _pool as _private_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -25,7 +26,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n;src/ray/protobuf/public/events_actor_definition_event.proto\x12\x0eray.rpc.events\"\xf4\x04\n\x14\x41\x63torDefinitionEvent\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0c\x12\x0e\n\x06job_id\x18\x02 \x01(\x0c\x12\x13\n\x0bis_detached\x18\x03 \x01(\x08\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x15\n\rray_namespace\x18\x05 \x01(\t\x12\x1e\n\x16serialized_runtime_env\x18\x06 \x01(\t\x12\x12\n\nclass_name\x18\x07 \x01(\t\x12W\n\x12required_resources\x18\x08 \x03(\x0b\x32;.ray.rpc.events.ActorDefinitionEvent.RequiredResourcesEntry\x12\x1a\n\x12placement_group_id\x18\t \x01(\x0c\x12O\n\x0elabel_selector\x18\x0b \x03(\x0b\x32\x37.ray.rpc.events.ActorDefinitionEvent.LabelSelectorEntry\x12\x11\n\tcall_site\x18\x0c \x01(\t\x12\x11\n\tparent_id\x18\r \x01(\x0c\x12\x41\n\x07ref_ids\x18\x0e \x03(\x0b\x32\x30.ray.rpc.events.ActorDefinitionEvent.RefIdsEntry\x1a\x38\n\x16RequiredResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bRefIdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\n;src/ray/protobuf/public/events_actor_definition_event.proto\x12\x0eray.rpc.events\"\xf4\x04\n\x14\x41\x63torDefinitionEvent\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0c\x12\x0e\n\x06job_id\x18\x02 \x01(\x0c\x12\x13\n\x0bis_detached\x18\x03 \x01(\x08\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x15\n\rray_namespace\x18\x05 \x01(\t\x12\x1e\n\x16serialized_runtime_env\x18\x06 \x01(\t\x12\x12\n\nclass_name\x18\x07 \x01(\t\x12W\n\x12required_resources\x18\x08 \x03(\x0b\x32;.ray.rpc.events.ActorDefinitionEvent.RequiredResourcesEntry\x12\x1a\n\x12placement_group_id\x18\t \x01(\x0c\x12O\n\x0elabel_selector\x18\x0b \x03(\x0b\x32\x37.ray.rpc.events.ActorDefinitionEvent.LabelSelectorEntry\x12\x11\n\tcall_site\x18\x0c \x01(\t\x12\x11\n\tparent_id\x18\r \x01(\x0c\x12\x41\n\x07ref_ids\x18\x0e \x03(\x0b\x32\x30.ray.rpc.events.ActorDefinitionEvent.RefIdsEntry\x1a\x38\n\x16RequiredResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bRefIdsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

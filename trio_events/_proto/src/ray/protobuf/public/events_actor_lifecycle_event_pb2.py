@@ -7,6 +7,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from trio_events._proto import _pool as _private_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -27,7 +28,7 @@ from trio_events._proto.src.ray.protobuf import common_pb2 as src_dot_ray_dot_pr
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n:src/ray/protobuf/public/events_actor_lifecycle_event.proto\x12\x0eray.rpc.events\x1a\x1dsrc/ray/protobuf/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x04\n\x13\x41\x63torLifecycleEvent\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0c\x12N\n\x11state_transitions\x18\x02 \x03(\x0b\x32\x33.ray.rpc.events.ActorLifecycleEvent.StateTransition\x1a\xc6\x02\n\x0fStateTransition\x12\x38\n\x05state\x18\x01 \x01(\x0e\x32).ray.rpc.events.ActorLifecycleEvent.State\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07node_id\x18\x03 \x01(\x0c\x12\x11\n\tworker_id\x18\x04 \x01(\x0c\x12\x11\n\trepr_name\x18\x05 \x01(\t\x12-\n\x0b\x64\x65\x61th_cause\x18\x06 \x01(\x0b\x32\x18.ray.rpc.ActorDeathCause\x12\x0b\n\x03pid\x18\x07 \x01(\r\x12\x0c\n\x04port\x18\x08 \x01(\x05\x12I\n\x0erestart_reason\x18\t \x01(\x0e\x32\x31.ray.rpc.events.ActorLifecycleEvent.RestartReason\"\\\n\x05State\x12\x18\n\x14\x44\x45PENDENCIES_UNREADY\x10\x00\x12\x14\n\x10PENDING_CREATION\x10\x01\x12\t\n\x05\x41LIVE\x10\x02\x12\x0e\n\nRESTARTING\x10\x03\x12\x08\n\x04\x44\x45\x41\x44\x10\x04\"S\n\rRestartReason\x12\x11\n\rACTOR_FAILURE\x10\x00\x12\x1a\n\x16LINEAGE_RECONSTRUCTION\x10\x01\x12\x13\n\x0fNODE_PREEMPTION\x10\x02\x62\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\n:src/ray/protobuf/public/events_actor_lifecycle_event.proto\x12\x0eray.rpc.events\x1a\x1dsrc/ray/protobuf/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x04\n\x13\x41\x63torLifecycleEvent\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0c\x12N\n\x11state_transitions\x18\x02 \x03(\x0b\x32\x33.ray.rpc.events.ActorLifecycleEvent.StateTransition\x1a\xc6\x02\n\x0fStateTransition\x12\x38\n\x05state\x18\x01 \x01(\x0e\x32).ray.rpc.events.ActorLifecycleEvent.State\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07node_id\x18\x03 \x01(\x0c\x12\x11\n\tworker_id\x18\x04 \x01(\x0c\x12\x11\n\trepr_name\x18\x05 \x01(\t\x12-\n\x0b\x64\x65\x61th_cause\x18\x06 \x01(\x0b\x32\x18.ray.rpc.ActorDeathCause\x12\x0b\n\x03pid\x18\x07 \x01(\r\x12\x0c\n\x04port\x18\x08 \x01(\x05\x12I\n\x0erestart_reason\x18\t \x01(\x0e\x32\x31.ray.rpc.events.ActorLifecycleEvent.RestartReason\"\\\n\x05State\x12\x18\n\x14\x44\x45PENDENCIES_UNREADY\x10\x00\x12\x14\n\x10PENDING_CREATION\x10\x01\x12\t\n\x05\x41LIVE\x10\x02\x12\x0e\n\nRESTARTING\x10\x03\x12\x08\n\x04\x44\x45\x41\x44\x10\x04\"S\n\rRestartReason\x12\x11\n\rACTOR_FAILURE\x10\x00\x12\x1a\n\x16LINEAGE_RECONSTRUCTION\x10\x01\x12\x13\n\x0fNODE_PREEMPTION\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -7,6 +7,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from trio_events._proto import _pool as _private_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -25,7 +26,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n@src/ray/protobuf/public/events_driver_job_definition_event.proto\x12\x0eray.rpc.events\"\xd8\x02\n\x18\x44riverJobDefinitionEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12\x12\n\ndriver_pid\x18\x03 \x01(\x03\x12\x16\n\x0e\x64river_node_id\x18\x04 \x01(\x0c\x12\x12\n\nentrypoint\x18\x05 \x01(\t\x12?\n\x06\x63onfig\x18\x06 \x01(\x0b\x32/.ray.rpc.events.DriverJobDefinitionEvent.Config\x1a\xaa\x01\n\x06\x43onfig\x12\x1e\n\x16serialized_runtime_env\x18\x01 \x01(\t\x12O\n\x08metadata\x18\x02 \x03(\x0b\x32=.ray.rpc.events.DriverJobDefinitionEvent.Config.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\n@src/ray/protobuf/public/events_driver_job_definition_event.proto\x12\x0eray.rpc.events\"\xd8\x02\n\x18\x44riverJobDefinitionEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12\x12\n\ndriver_pid\x18\x03 \x01(\x03\x12\x16\n\x0e\x64river_node_id\x18\x04 \x01(\x0c\x12\x12\n\nentrypoint\x18\x05 \x01(\t\x12?\n\x06\x63onfig\x18\x06 \x01(\x0b\x32/.ray.rpc.events.DriverJobDefinitionEvent.Config\x1a\xaa\x01\n\x06\x43onfig\x12\x1e\n\x16serialized_runtime_env\x18\x01 \x01(\t\x12O\n\x08metadata\x18\x02 \x03(\x0b\x32=.ray.rpc.events.DriverJobDefinitionEvent.Config.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -7,6 +7,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from trio_events._proto import _pool as _private_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -26,7 +27,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n?src/ray/protobuf/public/events_driver_job_lifecycle_event.proto\x12\x0eray.rpc.events\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x02\n\x17\x44riverJobLifecycleEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12R\n\x11state_transitions\x18\x02 \x03(\x0b\x32\x37.ray.rpc.events.DriverJobLifecycleEvent.StateTransition\x1a~\n\x0fStateTransition\x12<\n\x05state\x18\x01 \x01(\x0e\x32-.ray.rpc.events.DriverJobLifecycleEvent.State\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x05State\x12\x0f\n\x0bUNSPECIFIED\x10\x00\x12\x0b\n\x07\x43REATED\x10\x01\x12\x0c\n\x08\x46INISHED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\n?src/ray/protobuf/public/events_driver_job_lifecycle_event.proto\x12\x0eray.rpc.events\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x02\n\x17\x44riverJobLifecycleEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12R\n\x11state_transitions\x18\x02 \x03(\x0b\x32\x37.ray.rpc.events.DriverJobLifecycleEvent.StateTransition\x1a~\n\x0fStateTransition\x12<\n\x05state\x18\x01 \x01(\x0e\x32-.ray.rpc.events.DriverJobLifecycleEvent.State\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x05State\x12\x0f\n\x0bUNSPECIFIED\x10\x00\x12\x0b\n\x07\x43REATED\x10\x01\x12\x0c\n\x08\x46INISHED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

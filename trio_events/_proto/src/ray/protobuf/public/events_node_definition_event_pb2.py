@@ -7,6 +7,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from trio_events._proto import _pool as _private_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -26,7 +27,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n:src/ray/protobuf/public/events_node_definition_event.proto\x12\x0eray.rpc.events\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x02\n\x13NodeDefinitionEvent\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\x12\x17\n\x0fnode_ip_address\x18\x02 \x01(\t\x12?\n\x06labels\x18\x03 \x03(\x0b\x32/.ray.rpc.events.NodeDefinitionEvent.LabelsEntry\x12\x33\n\x0fstart_timestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x11\n\tnode_name\x18\x06 \x01(\t\x12\x13\n\x0binstance_id\x18\x07 \x01(\t\x12\x1a\n\x12instance_type_name\x18\x08 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\n:src/ray/protobuf/public/events_node_definition_event.proto\x12\x0eray.rpc.events\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x02\n\x13NodeDefinitionEvent\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\x12\x17\n\x0fnode_ip_address\x18\x02 \x01(\t\x12?\n\x06labels\x18\x03 \x03(\x0b\x32/.ray.rpc.events.NodeDefinitionEvent.LabelsEntry\x12\x33\n\x0fstart_timestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x11\n\tnode_name\x18\x06 \x01(\t\x12\x13\n\x0binstance_id\x18\x07 \x01(\t\x12\x1a\n\x12instance_type_name\x18\x08 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -7,6 +7,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from trio_events._proto import _pool as _private_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -26,7 +27,7 @@ _sym_db = _symbol_database.Default()
 from trio_events._proto.src.ray.protobuf import common_pb2 as src_dot_ray_dot_protobuf_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\nEsrc/ray/protobuf/public/events_placement_group_definition_event.proto\x12\x0eray.rpc.events\x1a\x1dsrc/ray/protobuf/common.proto\"\x9c\x02\n\nBundleSpec\x12\x14\n\x0c\x62undle_index\x18\x01 \x01(\x05\x12\x45\n\x0eunit_resources\x18\x02 \x03(\x0b\x32-.ray.rpc.events.BundleSpec.UnitResourcesEntry\x12\x45\n\x0elabel_selector\x18\x03 \x03(\x0b\x32-.ray.rpc.events.BundleSpec.LabelSelectorEntry\x1a\x34\n\x12UnitResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc5\x02\n\x1dPlacementGroupDefinitionEvent\x12\x1a\n\x12placement_group_id\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rray_namespace\x18\x03 \x01(\t\x12,\n\x08strategy\x18\x04 \x01(\x0e\x32\x1a.ray.rpc.PlacementStrategy\x12\x13\n\x0bis_detached\x18\x05 \x01(\x08\x12\x16\n\x0e\x63reator_job_id\x18\x06 \x01(\x0c\x12\x18\n\x10\x63reator_actor_id\x18\x07 \x01(\x0c\x12+\n\x07\x62undles\x18\x08 \x03(\x0b\x32\x1a.ray.rpc.events.BundleSpec\x12\x1b\n\x13soft_target_node_id\x18\t \x01(\x0c\x12$\n\x1c\x63reation_request_received_ns\x18\n \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\nEsrc/ray/protobuf/public/events_placement_group_definition_event.proto\x12\x0eray.rpc.events\x1a\x1dsrc/ray/protobuf/common.proto\"\x9c\x02\n\nBundleSpec\x12\x14\n\x0c\x62undle_index\x18\x01 \x01(\x05\x12\x45\n\x0eunit_resources\x18\x02 \x03(\x0b\x32-.ray.rpc.events.BundleSpec.UnitResourcesEntry\x12\x45\n\x0elabel_selector\x18\x03 \x03(\x0b\x32-.ray.rpc.events.BundleSpec.LabelSelectorEntry\x1a\x34\n\x12UnitResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc5\x02\n\x1dPlacementGroupDefinitionEvent\x12\x1a\n\x12placement_group_id\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rray_namespace\x18\x03 \x01(\t\x12,\n\x08strategy\x18\x04 \x01(\x0e\x32\x1a.ray.rpc.PlacementStrategy\x12\x13\n\x0bis_detached\x18\x05 \x01(\x08\x12\x16\n\x0e\x63reator_job_id\x18\x06 \x01(\x0c\x12\x18\n\x10\x63reator_actor_id\x18\x07 \x01(\x0c\x12+\n\x07\x62undles\x18\x08 \x03(\x0b\x32\x1a.ray.rpc.events.BundleSpec\x12\x1b\n\x13soft_target_node_id\x18\t \x01(\x0c\x12$\n\x1c\x63reation_request_received_ns\x18\n \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -7,6 +7,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from trio_events._proto import _pool as _private_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -25,7 +26,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\nDsrc/ray/protobuf/public/events_submission_job_definition_event.proto\x12\x0eray.rpc.events\"\x94\x05\n\x1cSubmissionJobDefinitionEvent\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x12\n\nentrypoint\x18\x02 \x01(\t\x12\x43\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x33.ray.rpc.events.SubmissionJobDefinitionEvent.Config\x12^\n\x14\x65ntrypoint_resources\x18\x04 \x01(\x0b\x32@.ray.rpc.events.SubmissionJobDefinitionEvent.EntrypointResources\x1a\xae\x01\n\x06\x43onfig\x12\x1e\n\x16serialized_runtime_env\x18\x01 \x01(\t\x12S\n\x08metadata\x18\x02 \x03(\x0b\x32\x41.ray.rpc.events.SubmissionJobDefinitionEvent.Config.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\xf2\x01\n\x13\x45ntrypointResources\x12\x10\n\x08num_cpus\x18\x01 \x01(\x01\x12\x10\n\x08num_gpus\x18\x02 \x01(\x01\x12\x0e\n\x06memory\x18\x03 \x01(\x03\x12o\n\x10\x63ustom_resources\x18\x04 \x03(\x0b\x32U.ray.rpc.events.SubmissionJobDefinitionEvent.EntrypointResources.CustomResourcesEntry\x1a\x36\n\x14\x43ustomResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\nDsrc/ray/protobuf/public/events_submission_job_definition_event.proto\x12\x0eray.rpc.events\"\x94\x05\n\x1cSubmissionJobDefinitionEvent\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x12\n\nentrypoint\x18\x02 \x01(\t\x12\x43\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x33.ray.rpc.events.SubmissionJobDefinitionEvent.Config\x12^\n\x14\x65ntrypoint_resources\x18\x04 \x01(\x0b\x32@.ray.rpc.events.SubmissionJobDefinitionEvent.EntrypointResources\x1a\xae\x01\n\x06\x43onfig\x12\x1e\n\x16serialized_runtime_env\x18\x01 \x01(\t\x12S\n\x08metadata\x18\x02 \x03(\x0b\x32\x41.ray.rpc.events.SubmissionJobDefinitionEvent.Config.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\xf2\x01\n\x13\x45ntrypointResources\x12\x10\n\x08num_cpus\x18\x01 \x01(\x01\x12\x10\n\x08num_gpus\x18\x02 \x01(\x01\x12\x0e\n\x06memory\x18\x03 \x01(\x03\x12o\n\x10\x63ustom_resources\x18\x04 \x03(\x0b\x32U.ray.rpc.events.SubmissionJobDefinitionEvent.EntrypointResources.CustomResourcesEntry\x1a\x36\n\x14\x43ustomResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

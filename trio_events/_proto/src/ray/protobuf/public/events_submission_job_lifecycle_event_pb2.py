@@ -7,6 +7,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from trio_events._proto import _pool as _private_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -26,7 +27,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\nCsrc/ray/protobuf/public/events_submission_job_lifecycle_event.proto\x12\x0eray.rpc.events\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x04\n\x1bSubmissionJobLifecycleEvent\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12V\n\x11state_transitions\x18\x02 \x03(\x0b\x32;.ray.rpc.events.SubmissionJobLifecycleEvent.StateTransition\x1a\x96\x02\n\x0fStateTransition\x12@\n\x05state\x18\x01 \x01(\x0e\x32\x31.ray.rpc.events.SubmissionJobLifecycleEvent.State\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x12\n\nerror_type\x18\x04 \x01(\t\x12\x16\n\x0e\x64river_node_id\x18\x05 \x01(\x0c\x12!\n\x19\x64river_agent_http_address\x18\x06 \x01(\t\x12\x1d\n\x10\x64river_exit_code\x18\x07 \x01(\x05H\x00\x88\x01\x01\x42\x13\n\x11_driver_exit_code\"Z\n\x05State\x12\x0f\n\x0bUNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\x0b\n\x07STOPPED\x10\x03\x12\r\n\tSUCCEEDED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\nCsrc/ray/protobuf/public/events_submission_job_lifecycle_event.proto\x12\x0eray.rpc.events\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x04\n\x1bSubmissionJobLifecycleEvent\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12V\n\x11state_transitions\x18\x02 \x03(\x0b\x32;.ray.rpc.events.SubmissionJobLifecycleEvent.StateTransition\x1a\x96\x02\n\x0fStateTransition\x12@\n\x05state\x18\x01 \x01(\x0e\x32\x31.ray.rpc.events.SubmissionJobLifecycleEvent.State\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x12\n\nerror_type\x18\x04 \x01(\t\x12\x16\n\x0e\x64river_node_id\x18\x05 \x01(\x0c\x12!\n\x19\x64river_agent_http_address\x18\x06 \x01(\t\x12\x1d\n\x10\x64river_exit_code\x18\x07 \x01(\x05H\x00\x88\x01\x01\x42\x13\n\x11_driver_exit_code\"Z\n\x05State\x12\x0f\n\x0bUNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\x0b\n\x07STOPPED\x10\x03\x12\r\n\tSUCCEEDED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -7,6 +7,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from trio_events._proto import _pool as _private_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -26,7 +27,7 @@ _sym_db = _symbol_database.Default()
 from trio_events._proto.src.ray.protobuf import common_pb2 as src_dot_ray_dot_protobuf_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n<src/ray/protobuf/public/events_worker_definition_event.proto\x12\x0eray.rpc.events\x1a\x1dsrc/ray/protobuf/common.proto\"r\n\x15WorkerDefinitionEvent\x12\x11\n\tworker_id\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\x0c\x12(\n\x0bworker_type\x18\x03 \x01(\x0e\x32\x13.ray.rpc.WorkerType\x12\x0b\n\x03pid\x18\x04 \x01(\rb\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\n<src/ray/protobuf/public/events_worker_definition_event.proto\x12\x0eray.rpc.events\x1a\x1dsrc/ray/protobuf/common.proto\"r\n\x15WorkerDefinitionEvent\x12\x11\n\tworker_id\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\x0c\x12(\n\x0bworker_type\x18\x03 \x01(\x0e\x32\x13.ray.rpc.WorkerType\x12\x0b\n\x03pid\x18\x04 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -7,6 +7,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from trio_events._proto import _pool as _private_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -27,7 +28,7 @@ from trio_events._proto.src.ray.protobuf import common_pb2 as src_dot_ray_dot_pr
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n;src/ray/protobuf/public/events_worker_lifecycle_event.proto\x12\x0eray.rpc.events\x1a\x1dsrc/ray/protobuf/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x04\n\x14WorkerLifecycleEvent\x12\x11\n\tworker_id\x18\x01 \x01(\x0c\x12\x0e\n\x06job_id\x18\x02 \x01(\x0c\x12O\n\x11state_transitions\x18\x03 \x03(\x0b\x32\x34.ray.rpc.events.WorkerLifecycleEvent.StateTransition\x1a\x82\x01\n\tDeathInfo\x12*\n\texit_type\x18\x01 \x01(\x0e\x32\x17.ray.rpc.WorkerExitType\x12\x13\n\x0b\x65xit_detail\x18\x02 \x01(\t\x12\x1e\n\x11memory_used_bytes\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x14\n\x12_memory_used_bytes\x1a\xab\x02\n\x0fStateTransition\x12\x39\n\x05state\x18\x01 \x01(\x0e\x32*.ray.rpc.events.WorkerLifecycleEvent.State\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15worker_launch_time_ms\x18\x03 \x01(\x04\x12\x1f\n\x17worker_launched_time_ms\x18\x04 \x01(\x04\x12\x15\n\rstart_time_ms\x18\x05 \x01(\x04\x12\x13\n\x0b\x65nd_time_ms\x18\x06 \x01(\x04\x12\x42\n\ndeath_info\x18\x07 \x01(\x0b\x32..ray.rpc.events.WorkerLifecycleEvent.DeathInfo\"\x1c\n\x05State\x12\t\n\x05\x41LIVE\x10\x00\x12\x08\n\x04\x44\x45\x41\x44\x10\x01\x62\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\n;src/ray/protobuf/public/events_worker_lifecycle_event.proto\x12\x0eray.rpc.events\x1a\x1dsrc/ray/protobuf/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x04\n\x14WorkerLifecycleEvent\x12\x11\n\tworker_id\x18\x01 \x01(\x0c\x12\x0e\n\x06job_id\x18\x02 \x01(\x0c\x12O\n\x11state_transitions\x18\x03 \x03(\x0b\x32\x34.ray.rpc.events.WorkerLifecycleEvent.StateTransition\x1a\x82\x01\n\tDeathInfo\x12*\n\texit_type\x18\x01 \x01(\x0e\x32\x17.ray.rpc.WorkerExitType\x12\x13\n\x0b\x65xit_detail\x18\x02 \x01(\t\x12\x1e\n\x11memory_used_bytes\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x14\n\x12_memory_used_bytes\x1a\xab\x02\n\x0fStateTransition\x12\x39\n\x05state\x18\x01 \x01(\x0e\x32*.ray.rpc.events.WorkerLifecycleEvent.State\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15worker_launch_time_ms\x18\x03 \x01(\x04\x12\x1f\n\x17worker_launched_time_ms\x18\x04 \x01(\x04\x12\x15\n\rstart_time_ms\x18\x05 \x01(\x04\x12\x13\n\x0b\x65nd_time_ms\x18\x06 \x01(\x04\x12\x42\n\ndeath_info\x18\x07 \x01(\x0b\x32..ray.rpc.events.WorkerLifecycleEvent.DeathInfo\"\x1c\n\x05State\x12\t\n\x05\x41LIVE\x10\x00\x12\x08\n\x04\x44\x45\x41\x44\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -7,6 +7,7 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
+from trio_events._proto import _pool as _private_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -25,7 +26,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,src/ray/protobuf/public/platform_event.proto\x12\x0eray.rpc.events\"\xed\x01\n\x06Source\x12\x31\n\x08platform\x18\x01 \x01(\x0e\x32\x1f.ray.rpc.events.Source.Platform\x12\x11\n\tcomponent\x18\x02 \x01(\t\x12\x36\n\x08metadata\x18\x03 \x03(\x0b\x32$.ray.rpc.events.Source.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"4\n\x08Platform\x12\x18\n\x14PLATFORM_UNSPECIFIED\x10\x00\x12\x0e\n\nKUBERNETES\x10\x01\"\xff\x01\n\rPlatformEvent\x12&\n\x06source\x18\x01 \x01(\x0b\x32\x16.ray.rpc.events.Source\x12\x13\n\x0bobject_kind\x18\x02 \x01(\t\x12\x13\n\x0bobject_name\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x46\n\rcustom_fields\x18\x06 \x03(\x0b\x32/.ray.rpc.events.PlatformEvent.CustomFieldsEntry\x1a\x33\n\x11\x43ustomFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _private_pool.POOL.AddSerializedFile(b'\n,src/ray/protobuf/public/platform_event.proto\x12\x0eray.rpc.events\"\xed\x01\n\x06Source\x12\x31\n\x08platform\x18\x01 \x01(\x0e\x32\x1f.ray.rpc.events.Source.Platform\x12\x11\n\tcomponent\x18\x02 \x01(\t\x12\x36\n\x08metadata\x18\x03 \x03(\x0b\x32$.ray.rpc.events.Source.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"4\n\x08Platform\x12\x18\n\x14PLATFORM_UNSPECIFIED\x10\x00\x12\x0e\n\nKUBERNETES\x10\x01\"\xff\x01\n\rPlatformEvent\x12&\n\x06source\x18\x01 \x01(\x0b\x32\x16.ray.rpc.events.Source\x12\x13\n\x0bobject_kind\x18\x02 \x01(\t\x12\x13\n\x0bobject_name\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x46\n\rcustom_fields\x18\x06 \x03(\x0b\x32/.ray.rpc.events.PlatformEvent.CustomFieldsEntry\x1a\x33\n\x11\x43ustomFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
