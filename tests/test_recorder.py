@@ -21,6 +21,7 @@ from trio_events._events import (
     RayTaskDefinitionEvent,
     RayTaskLifecycleEvent,
 )
+from trio_events._grpc_client import BackpressureError
 from trio_events._metrics import Metrics
 from trio_events._recorder import RayEventRecorder, RecorderConfig, backoff_delay
 
@@ -563,3 +564,126 @@ async def test_accounting_and_order_hold_for_any_interleaving(capacity, steps) -
     for stamps in per_entity.values():
         assert stamps == sorted(stamps)
         assert len(set(stamps)) == len(stamps)
+
+
+class _CountingMergeEvent(RayEventBase):
+    """Keeps RayEventBase's merge_key but overrides merge(): the ring must still call it."""
+
+    __slots__ = ()
+    EVENT_TYPE = 98
+    PAYLOAD_TYPE = pb.PlatformEvent
+    PAYLOAD_FIELD_NUMBER = 98
+    merges = 0
+
+    @property
+    def entity_id(self) -> bytes:
+        return b"one entity"
+
+    def merge(self, other: RayEventBase) -> None:
+        type(self).merges += 1
+        super().merge(other)
+
+
+async def test_the_ring_calls_an_overridden_merge_and_merges_plain_types_alike() -> None:
+    client = FakeClient()
+    recorder, _ = make(client)
+    recorder.add_many([_CountingMergeEvent() for _ in range(3)])
+    recorder.add_many([job_event("CREATED"), job_event("FINISHED"), job_event("FINISHED")])
+    assert await recorder.flush()
+    assert _CountingMergeEvent.merges == 2
+    events = sent_events(client.acked[0])
+    assert len(events) == 2  # each group merged into its first event
+    job = events[1].driver_job_lifecycle_event
+    assert [t.state for t in job.state_transitions] == [
+        pb.DriverJobLifecycleEvent.CREATED,
+        pb.DriverJobLifecycleEvent.FINISHED,
+        pb.DriverJobLifecycleEvent.FINISHED,
+    ]
+    assert recorder.statistics().exported == 6
+
+
+# --- request size limits ----------------------------------------------------------------------
+
+
+async def test_requests_are_split_by_event_count_in_order() -> None:
+    client = FakeClient()
+    recorder, _ = make(client, max_events_per_request=3)
+    jobs = [bytes([i, 0, 0, 0]) for i in range(10)]
+    recorder.add_many([job_event("CREATED", job) for job in jobs])
+    assert await recorder.flush()
+    assert [len(sent_events(r)) for r in client.acked] == [3, 3, 3, 1]
+    sent = [e.driver_job_lifecycle_event.job_id for r in client.acked for e in sent_events(r)]
+    assert sent == jobs
+    assert_balanced(recorder)
+    assert recorder.statistics().exported == 10
+
+
+async def test_requests_are_split_by_bytes_and_an_oversized_event_is_dropped_counted() -> None:
+    client = FakeClient()
+    recorder, metrics = make(client, max_request_bytes=400)
+    huge = RayDriverJobDefinitionEvent(job_id=b"\x09\x00\x00\x00", entrypoint="x" * 1000)
+    recorder.add_many([job_event("CREATED", bytes([i, 0, 0, 0])) for i in range(6)])
+    recorder.add(huge)
+    assert await recorder.flush()
+    assert len(client.acked) > 1
+    for request in client.acked:
+        assert request.ByteSize() <= 400
+    assert dropped(metrics, "oversized") == 1
+    stats = recorder.statistics()
+    assert (stats.exported, stats.dropped) == (6, 1)
+    assert_balanced(recorder)
+
+
+class _SmallAggregator(FakeClient):
+    """Refuses any request of more than ``limit`` events with RESOURCE_EXHAUSTED."""
+
+    def __init__(self, limit: int, message: str = "the aggregator is full.") -> None:
+        super().__init__()
+        self.limit = limit
+        self.message = message
+
+    async def add_events(self, request: pb.AddEventsRequest, *, timeout: float) -> None:  # noqa: ASYNC109
+        if len(request.events_data.events) > self.limit:
+            self.attempts.append((trio.current_time(), request))
+            raise BackpressureError(self.message, reason="resource_exhausted")
+        await super().add_events(request, timeout=timeout)
+
+
+async def test_backpressure_halves_the_request_until_it_fits_and_loses_nothing() -> None:
+    client = _SmallAggregator(limit=5)
+    recorder, metrics = make(client)
+    jobs = [bytes([i, 0, 0, 0]) for i in range(40)]
+    recorder.add_many([job_event("CREATED", job) for job in jobs])
+    assert await recorder.flush()
+    sent = [e.driver_job_lifecycle_event.job_id for r in client.acked for e in sent_events(r)]
+    assert sent == jobs  # all of them, once each, in order
+    assert all(len(sent_events(r)) <= 5 for r in client.acked)
+    assert recorder.statistics().dropped == 0
+    assert (
+        metrics.value(
+            "trio_events_recorder_export_failures_total", {**SRC, "reason": "backpressure"}
+        )
+        >= 1
+    )
+    assert_balanced(recorder)
+
+
+async def test_a_single_event_refused_as_too_large_is_dropped_counted() -> None:
+    client = _SmallAggregator(
+        limit=0, message="The request message is 900 bytes, more than this server's limit of 100."
+    )
+    recorder, metrics = make(client)
+    recorder.add_many([job_event("CREATED", bytes([i, 0, 0, 0])) for i in range(3)])
+    assert not await recorder.flush()  # the first single-event request fails for good
+    assert dropped(metrics, "oversized") == 1
+    assert_balanced(recorder)
+
+
+async def test_a_single_event_refused_as_full_is_kept_for_later() -> None:
+    client = _SmallAggregator(limit=0)
+    recorder, metrics = make(client)
+    recorder.add(job_event("CREATED"))
+    assert not await recorder.flush()
+    stats = recorder.statistics()
+    assert (stats.dropped, stats.buffered) == (0, 1)
+    assert_balanced(recorder)

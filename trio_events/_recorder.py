@@ -61,6 +61,11 @@ class RecorderConfig:
     shutdown_flush_timeout: float = 5.0  # RAY_task_events_shutdown_flush_timeout_ms / 1000
     enabled: bool = True  # RAY_enable_ray_event
     source: str = "core_worker"  # the metrics' Source label
+    #: Largest request in merged events (Ray's task_events_send_batch_size); a request refused
+    #: with RESOURCE_EXHAUSTED is halved down to one event, then grows back on success.
+    max_events_per_request: int = 10_000
+    #: Largest request in bytes, below the agent's 20 MiB (Ray's AGENT_GRPC_MAX_MESSAGE_LENGTH).
+    max_request_bytes: int = 16 * 1024 * 1024
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.max_queued_events, bool) or not (
@@ -70,6 +75,10 @@ class RecorderConfig:
                 f"RecorderConfig.max_queued_events must be an integer >= 1, "
                 f"got {self.max_queued_events!r}."
             )
+        for name in ("max_events_per_request", "max_request_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"RecorderConfig.{name} must be an integer >= 1, got {value!r}.")
         for name in ("report_interval", "export_timeout", "backoff_initial", "backoff_max"):
             _positive(name, getattr(self, name))
         if self.backoff_max < self.backoff_initial:
@@ -143,6 +152,8 @@ class RayEventRecorder:
         self._ring = EventRing(config.max_queued_events, source=config.source, metrics=metrics)
         self._m_latency = metrics.recorder_export_latency
         self._export_lock = trio.Lock()
+        # Adaptive request size: halved on backpressure, doubled back on success.
+        self._request_events = config.max_events_per_request
         self._started = False
         self._stack: AsyncExitStack | None = None
 
@@ -173,47 +184,87 @@ class RayEventRecorder:
         return request
 
     async def _export_once(self, *, deadline: float = math.inf) -> tuple[ExportError | None, int]:
-        """Export everything buffered once; the error (None on success) and the event count.
+        """Export what is buffered now, in requests within the size limits.
+
+        Returns the error that stopped it (None if every request succeeded) and the number of
+        recorded events in the request that failed (or in all requests, on success). Events
+        added while it runs wait for the next export, so a busy producer cannot keep it going.
+        """
+        async with self._export_lock:
+            budget = self._ring.buffered
+            sent = 0
+            while sent < budget:
+                batch = self._ring.take(self._request_events, self._config.max_request_bytes)
+                if not batch.events:
+                    break
+                error = await self._send(batch, deadline)
+                if error is not None:
+                    if error.backpressure and len(batch.events) > 1:
+                        # _shrink halved the request size; try the smaller request at once. At
+                        # most log2(max_events_per_request) times before a real backoff.
+                        continue
+                    return error, batch.count
+                sent += batch.count
+                self._request_events = min(
+                    self._config.max_events_per_request, self._request_events * 2
+                )
+            return None, sent
+
+    async def _send(self, batch: ExportBatch, deadline: float) -> ExportError | None:
+        """One AddEvents RPC for ``batch``, settled in the ring; the error, if any.
 
         The RPC is shielded from cancellation but never outlives ``export_timeout`` (nor
         ``deadline``): cancelling an RPC that the aggregator may already have processed would
         only make the events be sent twice.
         """
-        async with self._export_lock:
-            batch = self._ring.take()
-            if not batch.events:
-                return None, 0
-            started = trio.current_time()
-            timeout = min(self._config.export_timeout, deadline - started)
-            error: ExportError | None = None
-            try:
-                request = self._build_request(batch)
-                # Our own deadline too: a client that ignores ``timeout`` must not stall us.
-                with trio.CancelScope(shield=True), trio.fail_after(timeout):
-                    await self._client.add_events(request, timeout=timeout)
-            except trio.TooSlowError:
-                error = RetryableExportError(
-                    f"AddEvents did not complete within export_timeout={timeout}s.",
-                    reason="deadline",
-                )
-            except ExportError as exc:
-                error = exc
-            except BaseException:
-                # Cancelled (shutdown), or a bug in the client or an event class. The request
-                # may have arrived, so its events go back sealed, still counted; the exception
-                # carries on.
-                self._ring.interrupted(batch)
-                _log.info("export interrupted: events=%d kept=sealed", batch.count)
-                raise
-            outcome = "success" if error is None else "failure"
-            self._m_latency.labels(Source=self._config.source, Outcome=outcome).observe(
-                trio.current_time() - started
+        started = trio.current_time()
+        timeout = max(0.0, min(self._config.export_timeout, deadline - started))
+        error: ExportError | None = None
+        try:
+            request = self._build_request(batch)
+            # Our own deadline too: a client that ignores ``timeout`` must not stall us.
+            with trio.CancelScope(shield=True), trio.fail_after(timeout):
+                await self._client.add_events(request, timeout=timeout)
+        except trio.TooSlowError:
+            error = RetryableExportError(
+                f"AddEvents did not complete within export_timeout={timeout}s.",
+                reason="deadline",
             )
-            if error is None:
-                self._ring.exported(batch)
-            else:
-                self._ring.failed(batch, error)
-            return error, batch.count
+        except ExportError as exc:
+            error = exc
+        except BaseException:
+            # Cancelled (shutdown), or a bug in the client or an event class. The request may
+            # have arrived, so its events go back sealed, still counted; the exception carries on.
+            self._ring.interrupted(batch)
+            _log.info("export interrupted: events=%d kept=sealed", batch.count)
+            raise
+        outcome = "success" if error is None else "failure"
+        self._m_latency.labels(Source=self._config.source, Outcome=outcome).observe(
+            trio.current_time() - started
+        )
+        if error is None:
+            self._ring.exported(batch)
+            return None
+        if error.backpressure:
+            error = self._shrink(batch, error)
+        self._ring.failed(batch, error)
+        return error
+
+    def _shrink(self, batch: ExportBatch, error: ExportError) -> ExportError:
+        """RESOURCE_EXHAUSTED: the aggregator is full, or this request is too big for it.
+
+        Either way a smaller request stands a better chance, so halve the request size. A single
+        event refused as too large can never be sent: it becomes a non-retryable ``oversized``.
+        """
+        if len(batch.events) > 1:
+            self._request_events = max(1, len(batch.events) // 2)
+            return error
+        text = str(error).lower()
+        if "larger than" in text or "limit of" in text:
+            return ExportError(
+                f"The aggregator refuses this event as too large: {error}", reason="oversized"
+            )
+        return error
 
     def _retry_delay(self, error: ExportError, count: int) -> float:
         """The backoff before the next attempt (logged with the failure)."""

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, final
 
 import attrs
 
+from trio_events._event_base import RayEventBase
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from prometheus_client import Counter
 
-    from trio_events._event_base import RayEventBase
     from trio_events._grpc_client import ExportError
     from trio_events._metrics import Metrics
 
@@ -55,6 +56,20 @@ class ExportBatch:
     count: int
 
 
+# Bytes a serialized RayEvent needs besides its payload: 28-byte event and node ids with their
+# tags, a timestamp, three enums and the payload's own tag and length, rounded up.
+_BASE_BYTES = 96
+
+
+def _is_plain(cls: type[RayEventBase]) -> bool:
+    """Whether ``cls`` merges exactly as RayEventBase defines it (merge_key and merge)."""
+    return (
+        cls.SUPPORTS_MERGE
+        and cls.merge_key is RayEventBase.merge_key
+        and cls.merge is RayEventBase.merge
+    )
+
+
 @final
 class EventRing:
     """Holds at most ``capacity`` entries; the oldest go first (see RayEventRecorder).
@@ -75,6 +90,8 @@ class EventRing:
         self._dropped: dict[str, int] = {}
         self._unlogged_drops: dict[str, int] = {}
         self._export_failures = self._consecutive_failures = 0
+        # Per event class, whether it merges as RayEventBase defines it (see take()).
+        self._plain_classes: dict[type[RayEventBase], bool] = {}
         self._m_added = metrics.recorder_events_added.labels(Source=source)
         self._m_exported = metrics.recorder_events_exported.labels(Source=source)
         self._m_dropped = metrics.recorder_dropped_events
@@ -130,8 +147,14 @@ class EventRing:
     def consecutive_failures(self) -> int:
         return self._consecutive_failures
 
-    def take(self) -> ExportBatch:
-        """Everything buffered, merged by ``merge_key`` (first-occurrence order), now in flight."""
+    def take(self, max_events: int | None = None, max_bytes: int | None = None) -> ExportBatch:
+        """What is buffered, merged by ``merge_key`` (first-occurrence order), now in flight.
+
+        At most ``max_events`` merged events and about ``max_bytes`` of request are taken; the
+        rest goes back to the front of the ring, in order (unsent merged events may still absorb
+        newer ones). A single event larger than ``max_bytes`` could never be sent: it is dropped
+        and counted with reason ``oversized``.
+        """
         with self._lock:
             if self._in_flight:
                 raise RuntimeError("an export is already in flight; settle it before taking more.")
@@ -143,16 +166,28 @@ class EventRing:
         groups: dict[tuple[object, ...], RayEventBase] = {}
         merged: list[RayEventBase] = []
         done = 0
+        plain = self._plain_classes
         try:
             for event in fresh:
-                key = event.merge_key
+                cls = event.__class__
+                is_plain = plain.get(cls)
+                if is_plain is None:
+                    is_plain = plain[cls] = _is_plain(cls)
+                # The base class's merge_key, without the property and SUPPORTS_MERGE lookups.
+                key = (event.entity_id, cls.EVENT_TYPE) if is_plain else event.merge_key
                 head = groups.get(key)
                 if head is None:
                     groups[key] = event
                     merged.append(event)
                 else:
                     try:
-                        head.merge(event)
+                        if is_plain and plain[head.__class__]:
+                            # Equal base-class keys mean equal entity ids and event types, all
+                            # that RayEventBase.merge checks: do its two steps, unchecked.
+                            head.merge_data(event._payload)
+                            head.merged_count += event.merged_count
+                        else:
+                            head.merge(event)
                     except (TypeError, ValueError) as exc:
                         # merge() validates before it changes anything: a type whose merge_key
                         # and merge() disagree is sent unmerged rather than stalling the export.
@@ -167,7 +202,49 @@ class EventRing:
                 self._fresh.extendleft(reversed([*merged, *list(fresh)[done:]]))
                 self._sealed.extendleft(reversed(sealed))
             raise
-        return ExportBatch([*sealed, *merged], count)
+        candidates = [*sealed, *merged]
+        if max_events is None and max_bytes is None:
+            return ExportBatch(candidates, count)
+        return self._limit(candidates, len(sealed), max_events, max_bytes)
+
+    def _limit(
+        self,
+        candidates: list[RayEventBase],
+        sealed: int,
+        max_events: int | None,
+        max_bytes: int | None,
+    ) -> ExportBatch:
+        taken: list[RayEventBase] = []
+        size = 0
+        oversized = 0
+        stop = len(candidates)
+        for i, event in enumerate(candidates):
+            if max_events is not None and len(taken) >= max_events:
+                stop = i
+                break
+            if max_bytes is not None:
+                # An estimate: the payload plus the base fields (id, timestamp, node id, tags).
+                estimate = event._payload.ByteSize() + _BASE_BYTES + len(event.session_name)
+                if estimate > max_bytes:
+                    oversized += event.merged_count
+                    continue
+                if taken and size + estimate > max_bytes:
+                    stop = i
+                    break
+                size += estimate
+            taken.append(event)
+        left = candidates[stop:]
+        taken_count = sum(e.merged_count for e in taken)
+        with self._lock:
+            self._in_flight = taken_count
+            if oversized:
+                self._count_drop_locked("oversized", oversized)
+            if left:
+                self._buffered += sum(e.merged_count for e in left)
+                left_sealed = left[: max(0, sealed - stop)]
+                self._sealed.extendleft(reversed(left_sealed))
+                self._fresh.extendleft(reversed(left[len(left_sealed) :]))
+        return ExportBatch(taken, taken_count)
 
     def exported(self, batch: ExportBatch) -> None:
         """The aggregator acknowledged ``batch``."""
