@@ -245,20 +245,23 @@ class RayEventRecorder:
         if error is None:
             self._ring.exported(batch)
             return None
+        if error.backpressure and len(batch.events) > 1:
+            # The aggregator is full, or this request is too big for it: either way a smaller
+            # request stands a better chance. Halve it; the caller retries at once.
+            self._request_events = max(1, len(batch.events) // 2)
+            self._ring.refused_as_too_big(batch)
+            return error
         if error.backpressure:
-            error = self._shrink(batch, error)
+            error = self._single_event_refused(error)
         self._ring.failed(batch, error)
         return error
 
-    def _shrink(self, batch: ExportBatch, error: ExportError) -> ExportError:
-        """RESOURCE_EXHAUSTED: the aggregator is full, or this request is too big for it.
+    def _single_event_refused(self, error: ExportError) -> ExportError:
+        """A one-event request refused: backpressure, unless it says the event is too large.
 
-        Either way a smaller request stands a better chance, so halve the request size. A single
-        event refused as too large can never be sent: it becomes a non-retryable ``oversized``.
+        A single event too large for the aggregator can never be sent: it becomes a
+        non-retryable ``oversized`` (dropped and counted) instead of being retried forever.
         """
-        if len(batch.events) > 1:
-            self._request_events = max(1, len(batch.events) // 2)
-            return error
         text = str(error).lower()
         if "larger than" in text or "limit of" in text:
             return ExportError(

@@ -267,6 +267,17 @@ class EventRing:
         label = "backpressure" if error.backpressure else error.reason
         self._m_failures.labels(Source=self._source, reason=label).inc()
 
+    def refused_as_too_big(self, batch: ExportBatch) -> None:
+        """RESOURCE_EXHAUSTED for a multi-event request: keep it (sealed) to resend smaller.
+
+        Counted as an export failure, but not as a consecutive one: a smaller request is tried
+        at once, and the backoff is for an aggregator that refuses even that.
+        """
+        with self._lock:
+            self._export_failures += 1
+            self._requeue_locked(batch)
+        self._m_failures.labels(Source=self._source, reason="backpressure").inc()
+
     def interrupted(self, batch: ExportBatch) -> None:
         """The export was cancelled before an answer: it may have arrived, so keep it sealed."""
         with self._lock:
