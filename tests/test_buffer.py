@@ -1,10 +1,16 @@
 """MultiConsumerEventBuffer: Ray's tests ported, a state machine against a port of Ray's
-algorithm, cancellation safety and the linger in virtual time."""
+algorithm, cancellation safety and the linger in virtual time.
+
+Every test that takes the ``make_buffer`` fixture runs twice: on the in-memory buffer and on the
+durable SpoolEventBuffer, which must behave the same (tests/test_spool.py has what only a spool
+does, and runs the state machine below on it too).
+"""
 
 from __future__ import annotations
 
 import random
 from collections import Counter, deque
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 import pytest
@@ -17,6 +23,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from trio_events import pb
 from trio_events._buffer import EventBatch, MultiConsumerEventBuffer
 from trio_events._metrics import Metrics
+from trio_events._spool import SpoolConfig, SpoolEventBuffer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 TASK_LIFECYCLE = 2
 # No sockets here: every async test takes ``autojump_clock``, so lingers cost no real time.
@@ -26,11 +37,51 @@ def blob(i: int) -> bytes:
     return b"event-%d" % i
 
 
-def make_buffer(max_size: int = 100, max_batch_size: int = 10) -> MultiConsumerEventBuffer:
-    return MultiConsumerEventBuffer(max_size, max_batch_size, metrics=Metrics())
+AnyBuffer = MultiConsumerEventBuffer | SpoolEventBuffer
 
 
-def add_range(buf: MultiConsumerEventBuffer, start: int, stop: int) -> None:
+class BufferFactory(Protocol):
+    def __call__(
+        self, max_size: int = 100, max_batch_size: int = 10, *, metrics: Metrics | None = None
+    ) -> AnyBuffer: ...
+
+
+def open_spool(
+    path: Path | str, max_size: int, max_batch_size: int, metrics: Metrics
+) -> SpoolEventBuffer:
+    config = SpoolConfig(str(path), max_events=max_size, max_bytes=None)
+    return SpoolEventBuffer(config, max_batch_size, metrics=metrics)
+
+
+@pytest.fixture(params=["memory", "spool"])
+def make_buffer(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BufferFactory]:
+    spools: list[SpoolEventBuffer] = []
+
+    def make(
+        max_size: int = 100, max_batch_size: int = 10, *, metrics: Metrics | None = None
+    ) -> AnyBuffer:
+        metrics = metrics if metrics is not None else Metrics()
+        if request.param == "memory":
+            return MultiConsumerEventBuffer(max_size, max_batch_size, metrics=metrics)
+        spools.append(
+            open_spool(tmp_path / f"{len(spools)}.spool", max_size, max_batch_size, metrics)
+        )
+        return spools[-1]
+
+    yield make
+    for spool in spools:
+        spool.close_database()
+
+
+def forget(buf: AnyBuffer, name: str) -> None:
+    """The in-memory buffer's unregister; a spool's unregister keeps the consumer's place."""
+    if isinstance(buf, SpoolEventBuffer):
+        buf.forget_consumer(name)
+    else:
+        buf.unregister_consumer(name)
+
+
+def add_range(buf: AnyBuffer, start: int, stop: int) -> None:
     for i in range(start, stop):
         buf.add_nowait(TASK_LIFECYCLE, blob(i))
 
@@ -38,7 +89,9 @@ def add_range(buf: MultiConsumerEventBuffer, start: int, stop: int) -> None:
 # ---- Ray's tests (multi_consumer_event_buffer tests, ray-reference.md 4.2) -------------------------
 
 
-async def test_add_and_consume_event_basic(autojump_clock: trio.testing.MockClock) -> None:
+async def test_add_and_consume_event_basic(
+    autojump_clock: trio.testing.MockClock, make_buffer: BufferFactory
+) -> None:
     buf = make_buffer(max_size=10, max_batch_size=5)
     buf.register_consumer("c")
     buf.add_nowait(TASK_LIFECYCLE, blob(0))
@@ -48,13 +101,15 @@ async def test_add_and_consume_event_basic(autojump_clock: trio.testing.MockCloc
     assert batch.event_types == [TASK_LIFECYCLE]
 
 
-def test_add_event_buffer_overflow() -> None:
+def test_add_event_buffer_overflow(make_buffer: BufferFactory) -> None:
     buf = make_buffer(max_size=3)
     add_range(buf, 0, 4)
     assert len(buf) == 3
 
 
-async def test_wait_for_batch_multiple_events(autojump_clock: trio.testing.MockClock) -> None:
+async def test_wait_for_batch_multiple_events(
+    autojump_clock: trio.testing.MockClock, make_buffer: BufferFactory
+) -> None:
     buf = make_buffer(max_size=10, max_batch_size=3)
     buf.register_consumer("c")
     add_range(buf, 0, 5)
@@ -62,7 +117,9 @@ async def test_wait_for_batch_multiple_events(autojump_clock: trio.testing.MockC
     assert (await buf.wait_for_batch("c", 0.1)).blobs == [blob(3), blob(4)]
 
 
-async def test_wait_for_batch_unknown_consumer(autojump_clock: trio.testing.MockClock) -> None:
+async def test_wait_for_batch_unknown_consumer(
+    autojump_clock: trio.testing.MockClock, make_buffer: BufferFactory
+) -> None:
     buf = make_buffer()
     with pytest.raises(
         KeyError, match=r"^\"No consumer named 'x' is registered with this buffer.\"$"
@@ -74,7 +131,7 @@ async def test_wait_for_batch_unknown_consumer(autojump_clock: trio.testing.Mock
         buf.unregister_consumer("x")
 
 
-def test_register_consumer_duplicate() -> None:
+def test_register_consumer_duplicate(make_buffer: BufferFactory) -> None:
     buf = make_buffer()
     buf.register_consumer("c")
     with pytest.raises(
@@ -85,6 +142,7 @@ def test_register_consumer_duplicate() -> None:
 
 async def test_multiple_consumers_independent_cursors(
     autojump_clock: trio.testing.MockClock,
+    make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_size=4, max_batch_size=2)
     buf.register_consumer("one")
@@ -103,6 +161,7 @@ async def test_multiple_consumers_independent_cursors(
 
 async def test_wait_for_batch_blocks_until_event_available(
     autojump_clock: trio.testing.MockClock,
+    make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_batch_size=1)
     buf.register_consumer("c")
@@ -121,6 +180,7 @@ async def test_wait_for_batch_blocks_until_event_available(
 
 async def test_concurrent_producer_consumer_random_sleeps(
     autojump_clock: trio.testing.MockClock,
+    make_buffer: BufferFactory,
 ) -> None:
     rng = random.Random(1)
     buf = make_buffer(max_size=1000, max_batch_size=7)
@@ -146,6 +206,7 @@ async def test_concurrent_producer_consumer_random_sleeps(
 
 async def test_events_are_evicted_once_consumed_by_all_consumers(
     autojump_clock: trio.testing.MockClock,
+    make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_size=100, max_batch_size=2)
     buf.register_consumer("one")
@@ -160,9 +221,9 @@ async def test_events_are_evicted_once_consumed_by_all_consumers(
 # ---- eviction accounting, bulk adds, no consumers ---------------------------------------------
 
 
-def test_eviction_is_charged_per_consumer_and_event_type() -> None:
+def test_eviction_is_charged_per_consumer_and_event_type(make_buffer: BufferFactory) -> None:
     metrics = Metrics()
-    buf = MultiConsumerEventBuffer(3, 10, metrics=metrics)
+    buf = make_buffer(3, 10, metrics=metrics)
     buf.register_consumer("fast")
     buf.register_consumer("slow")
     buf.add_nowait(1, blob(0))
@@ -186,21 +247,22 @@ def test_eviction_is_charged_per_consumer_and_event_type() -> None:
     assert stats.consumers["slow"].evicted == 3
 
 
-def test_add_many_more_than_capacity_keeps_the_newest() -> None:
+def test_add_many_more_than_capacity_keeps_the_newest(make_buffer: BufferFactory) -> None:
     metrics = Metrics()
-    buf = MultiConsumerEventBuffer(4, 10, metrics=metrics)
+    buf = make_buffer(4, 10, metrics=metrics)
     buf.register_consumer("c")
     add_range(buf, 0, 2)
     buf.add_many_nowait([TASK_LIFECYCLE] * 7, [blob(i) for i in range(2, 9)])
     batch = buf.take_nowait("c", 10)
     assert batch.blobs == [blob(i) for i in range(5, 9)]
-    assert batch.first_sequence == 5
+    # The spool numbers only the events it stores; in memory the evicted ones had numbers too.
+    assert batch.first_sequence == (2 if buf.durable else 5)
     assert buf.statistics().consumers["c"].evicted == 5
     labels = {"consumer": "c", "event_type": "TASK_LIFECYCLE_EVENT"}
     assert metrics.value("ray_aggregator_agent_queue_dropped_events_total", labels) == 5
 
 
-def test_add_many_checks_lengths() -> None:
+def test_add_many_checks_lengths(make_buffer: BufferFactory) -> None:
     buf = make_buffer()
     with pytest.raises(
         ValueError,
@@ -209,7 +271,9 @@ def test_add_many_checks_lengths() -> None:
         buf.add_many_nowait([1], [b"a", b"b"])
 
 
-def test_without_consumers_events_accumulate_and_a_late_consumer_sees_them() -> None:
+def test_without_consumers_events_accumulate_and_a_late_consumer_sees_them(
+    make_buffer: BufferFactory,
+) -> None:
     buf = make_buffer(max_size=5)
     add_range(buf, 0, 8)
     assert len(buf) == 5
@@ -221,20 +285,22 @@ def test_without_consumers_events_accumulate_and_a_late_consumer_sees_them() -> 
     assert buf.free_slots() == 2
 
 
-def test_unregistering_the_slowest_consumer_frees_what_the_others_read() -> None:
+def test_unregistering_the_slowest_consumer_frees_what_the_others_read(
+    make_buffer: BufferFactory,
+) -> None:
     buf = make_buffer()
     buf.register_consumer("fast")
     buf.register_consumer("slow")
     add_range(buf, 0, 6)
     buf.take_nowait("fast", 4)
     assert len(buf) == 6
-    buf.unregister_consumer("slow")
+    forget(buf, "slow")
     assert len(buf) == 2
 
 
-def test_gauges_are_computed_when_scraped() -> None:
+def test_gauges_are_computed_when_scraped(make_buffer: BufferFactory) -> None:
     metrics = Metrics()
-    buf = MultiConsumerEventBuffer(10, 5, metrics=metrics)
+    buf = make_buffer(10, 5, metrics=metrics)
     buf.register_consumer("c")
     add_range(buf, 0, 4)
     buf.take_nowait("c", 1)
@@ -245,7 +311,7 @@ def test_gauges_are_computed_when_scraped() -> None:
     assert metrics.value("trio_events_buffer_unread_events", {"consumer": "c"}) == 0
 
 
-def test_statistics_is_frozen() -> None:
+def test_statistics_is_frozen(make_buffer: BufferFactory) -> None:
     stats = make_buffer().statistics()
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         stats.buffered = 1  # type: ignore[misc]
@@ -271,6 +337,7 @@ def test_constructor_validates(
 
 async def test_linger_returns_a_partial_batch_after_the_timeout(
     autojump_clock: trio.testing.MockClock,
+    make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_batch_size=10)
     buf.register_consumer("c")
@@ -283,6 +350,7 @@ async def test_linger_returns_a_partial_batch_after_the_timeout(
 
 async def test_linger_deadline_starts_at_the_first_event(
     autojump_clock: trio.testing.MockClock,
+    make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_batch_size=10)
     buf.register_consumer("c")
@@ -303,6 +371,7 @@ async def test_linger_deadline_starts_at_the_first_event(
 
 async def test_a_full_batch_returns_without_waiting_for_the_timeout(
     autojump_clock: trio.testing.MockClock,
+    make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_batch_size=3)
     buf.register_consumer("c")
@@ -323,7 +392,7 @@ async def test_a_full_batch_returns_without_waiting_for_the_timeout(
 
 @pytest.mark.parametrize("linger", [0.0, 1.0])
 async def test_wait_for_batch_is_a_checkpoint_even_when_events_are_ready(
-    linger: float, autojump_clock: trio.testing.MockClock
+    linger: float, autojump_clock: trio.testing.MockClock, make_buffer: BufferFactory
 ) -> None:
     buf = make_buffer(max_batch_size=2)
     buf.register_consumer("c")
@@ -334,6 +403,7 @@ async def test_wait_for_batch_is_a_checkpoint_even_when_events_are_ready(
 
 async def test_cancelled_wait_for_batch_does_not_take_events(
     autojump_clock: trio.testing.MockClock,
+    make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer()
     buf.register_consumer("c")
@@ -346,6 +416,7 @@ async def test_cancelled_wait_for_batch_does_not_take_events(
 
 async def test_cancel_while_waiting_for_the_first_event_loses_nothing(
     autojump_clock: trio.testing.MockClock,
+    make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer()
     buf.register_consumer("c")
@@ -360,6 +431,7 @@ async def test_cancel_while_waiting_for_the_first_event_loses_nothing(
 
 async def test_cancel_during_the_linger_loses_nothing(
     autojump_clock: trio.testing.MockClock,
+    make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_batch_size=10)
     buf.register_consumer("c")
@@ -376,6 +448,7 @@ async def test_cancel_during_the_linger_loses_nothing(
 
 async def test_random_cancellations_never_lose_or_duplicate(
     autojump_clock: trio.testing.MockClock,
+    make_buffer: BufferFactory,
 ) -> None:
     rng = random.Random(7)
     buf = make_buffer(max_size=10_000, max_batch_size=5)
@@ -402,7 +475,9 @@ async def test_random_cancellations_never_lose_or_duplicate(
     assert received == [blob(i) for i in range(500)]
 
 
-async def test_close_lets_consumers_drain_then_ends(autojump_clock: trio.testing.MockClock) -> None:
+async def test_close_lets_consumers_drain_then_ends(
+    autojump_clock: trio.testing.MockClock, make_buffer: BufferFactory
+) -> None:
     buf = make_buffer(max_batch_size=10)
     buf.register_consumer("c")
     add_range(buf, 0, 2)
@@ -418,7 +493,9 @@ async def test_close_lets_consumers_drain_then_ends(autojump_clock: trio.testing
         buf.add_many_nowait([TASK_LIFECYCLE], [blob(2)])
 
 
-async def test_close_wakes_blocked_consumers(autojump_clock: trio.testing.MockClock) -> None:
+async def test_close_wakes_blocked_consumers(
+    autojump_clock: trio.testing.MockClock, make_buffer: BufferFactory
+) -> None:
     buf = make_buffer()
     buf.register_consumer("c")
     with trio.fail_after(5):
@@ -436,6 +513,7 @@ async def test_close_wakes_blocked_consumers(autojump_clock: trio.testing.MockCl
 
 async def test_unregister_wakes_its_waiter_with_key_error(
     autojump_clock: trio.testing.MockClock,
+    make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer()
     buf.register_consumer("c")
@@ -453,6 +531,7 @@ async def test_unregister_wakes_its_waiter_with_key_error(
 
 async def test_two_waiters_of_one_consumer_split_events_without_duplicates(
     autojump_clock: trio.testing.MockClock,
+    make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_batch_size=2)
     buf.register_consumer("c")
@@ -519,12 +598,15 @@ class BufferMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.metrics = Metrics()
-        self.buf = MultiConsumerEventBuffer(self.MAX_SIZE, 4, metrics=self.metrics)
+        self.buf = self.new_buffer()
         self.model = RayModel(self.MAX_SIZE)
         self.next_id = 0
         self.added_since: dict[str, int] = {}
         self.consumed: dict[str, int] = {}
         self.last_seen: dict[str, int] = {}
+
+    def new_buffer(self) -> AnyBuffer:
+        return MultiConsumerEventBuffer(self.MAX_SIZE, 4, metrics=self.metrics)
 
     def _add(self, event_type: int) -> tuple[int, bytes]:
         data = blob(self.next_id)
@@ -558,9 +640,9 @@ class BufferMachine(RuleBasedStateMachine):
     def unregister(self, name: str) -> None:
         if name not in self.model.cursors:
             with pytest.raises(KeyError):
-                self.buf.unregister_consumer(name)
+                forget(self.buf, name)
             return
-        self.buf.unregister_consumer(name)
+        forget(self.buf, name)
         del self.model.cursors[name], self.added_since[name], self.consumed[name]
         self.last_seen.pop(name, None)  # a new registration starts again at the oldest event
         self.model.evict_consumed()
@@ -570,6 +652,7 @@ class BufferMachine(RuleBasedStateMachine):
     def take(self, data: st.DataObject, k: int) -> None:
         name = data.draw(st.sampled_from(sorted(self.model.cursors)))
         batch = self.buf.take_nowait(name, k)
+        self.buf.commit(name, batch)  # settled at once: a spool then frees what it can
         expected = self.model.take(name, k)
         assert list(batch) == expected
         self.consumed[name] += len(batch)

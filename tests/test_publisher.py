@@ -633,3 +633,41 @@ async def test_a_fake_client_satisfies_the_protocol(nursery, autojump_clock) -> 
 def test_config_is_validated(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         PublisherConfig(**kwargs)
+
+
+@pytest.mark.parametrize("preserve", [False, True])
+async def test_the_protobuf_reference_converter_posts_the_same_json(
+    nursery, autojump_clock, preserve
+) -> None:
+    # The benchmarks' reference pipeline: Ray's MessageToJson path, same value as ours.
+    h = Harness(
+        Sink(), exposable_event_types=None, preserve_proto_field_name=preserve, converter="protobuf"
+    )
+    await nursery.start(h.publisher.run)
+    types = [E.TASK_DEFINITION_EVENT, E.TASK_LIFECYCLE_EVENT, E.DRIVER_JOB_DEFINITION_EVENT]
+    events = [make_event(i, t) for i, t in enumerate(types * 50)]
+    add_events(h.buffer, events)
+    await until(lambda: h.stats().delivered == len(events))
+    [request] = h.sink.requests
+    assert request.content == protobuf_reference_dumps(events, preserving_proto_field_name=preserve)
+
+
+async def test_the_protobuf_reference_converter_drops_an_unconvertible_event_alone(
+    nursery, autojump_clock
+) -> None:
+    h = Harness(Sink(), converter="protobuf")
+    await nursery.start(h.publisher.run)
+    good = make_event(1)
+    h.buffer.add_nowait(E.TASK_DEFINITION_EVENT, b"\xff\xff not a RayEvent")
+    h.buffer.add_nowait(E.TASK_DEFINITION_EVENT, good.SerializeToString())
+    await until(lambda: h.stats().delivered == 1)
+    assert json.loads(h.sink.bodies[0]) == json.loads(protobuf_reference_dumps([good]))
+    assert h.dropped("conversion_error") == 1
+
+
+def test_converter_is_validated() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^PublisherConfig\.converter must be 'compiled' or 'protobuf', got 'x'\.$",
+    ):
+        PublisherConfig(converter="x")  # type: ignore[arg-type]

@@ -681,7 +681,7 @@ async def test_a_single_event_refused_as_too_large_is_dropped_counted() -> None:
 
 async def test_a_single_event_refused_as_full_is_kept_for_later() -> None:
     client = _SmallAggregator(limit=0)
-    recorder, metrics = make(client)
+    recorder, _ = make(client)
     recorder.add(job_event("CREATED"))
     assert not await recorder.flush()
     stats = recorder.statistics()

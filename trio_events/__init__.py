@@ -13,6 +13,7 @@ from trio_events._agent import TaskMetadataStore as TaskMetadataStore
 from trio_events._buffer import BufferStatistics as BufferStatistics
 from trio_events._buffer import ConsumerStatistics as ConsumerStatistics
 from trio_events._buffer import EventBatch as EventBatch
+from trio_events._buffer import EventBuffer as EventBuffer
 from trio_events._buffer import MultiConsumerEventBuffer as MultiConsumerEventBuffer
 from trio_events._collector import Collector as Collector
 from trio_events._collector import CollectorConfig as CollectorConfig
@@ -68,6 +69,9 @@ from trio_events._service import Destination as Destination
 from trio_events._service import ServiceAddresses as ServiceAddresses
 from trio_events._service import ServiceConfig as ServiceConfig
 from trio_events._service import ShutdownSummary as ShutdownSummary
+from trio_events._spool import SpoolEventBuffer as SpoolEventBuffer
+from trio_events._spool_db import SpoolConfig as SpoolConfig
+from trio_events._spool_db import SpoolStatistics as SpoolStatistics
 from trio_events._store import EventStore as EventStore
 
 __version__ = "0.1.0"
@@ -88,6 +92,7 @@ __all__ = [
     "Destination",
     "EventAggregatorClient",
     "EventBatch",
+    "EventBuffer",
     "EventStore",
     "ExportError",
     "HttpPublisherClient",
@@ -126,6 +131,9 @@ __all__ = [
     "ServiceAddresses",
     "ServiceConfig",
     "ShutdownSummary",
+    "SpoolConfig",
+    "SpoolEventBuffer",
+    "SpoolStatistics",
     "TaskMetadataStore",
     "open_recorder",
     "parse_exposable_event_types",

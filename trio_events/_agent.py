@@ -27,7 +27,7 @@ from grpclib.exceptions import GRPCError
 
 from trio_events import pb
 from trio_events._bridge import asyncio_loop, run_asyncio
-from trio_events._buffer import MultiConsumerEventBuffer
+from trio_events._buffer import EventBuffer, MultiConsumerEventBuffer
 from trio_events._grpc_server import GrpcServer, recv_raw_message
 
 if TYPE_CHECKING:
@@ -143,6 +143,9 @@ class _EventAggregatorServicer(pb.EventAggregatorServiceBase):
         # task on the same thread; so the buffer's synchronous methods (and the trio
         # ParkingLot they unpark) are safe to call right here. The whole request is handled in
         # this one synchronous call: no trio/asyncio crossing at all, let alone one per event.
+        # With a spool that includes its SQLite commit, which costs less than parsing the
+        # request (docs/spool.md), so it stays here rather than paying a thread hop and a lock;
+        # the slow part, checkpointing with its fsyncs, runs in a worker thread.
         self._agent._add_events(data)
         await stream.send_message(pb.AddEventsReply())  # Ray's reply: empty, status unset
 
@@ -176,13 +179,13 @@ class AggregatorAgent:
         config: AgentConfig,
         *,
         metrics: Metrics,
-        buffer: MultiConsumerEventBuffer | None = None,
+        buffer: EventBuffer | None = None,
         publishers_enabled: bool = True,
         task_metadata: Sequence[TaskMetadataStore] = (),
     ) -> None:
         self._config = config
         self._metrics = metrics
-        self._buffer = (
+        self._buffer: EventBuffer = (
             buffer
             if buffer is not None
             else MultiConsumerEventBuffer(
@@ -197,7 +200,7 @@ class AggregatorAgent:
         self._authorization = None if token is None else f"Bearer {token}".encode()
 
     @property
-    def buffer(self) -> MultiConsumerEventBuffer:
+    def buffer(self) -> EventBuffer:
         return self._buffer
 
     @property
@@ -259,7 +262,12 @@ class AggregatorAgent:
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
         family = infos[0][0]
-        return socket.create_server((host, port), family=family)
+        sock = socket.create_server((host, port), family=family)
+        # create_server leaves proto=0, so asyncio does not set TCP_NODELAY on accepted sockets
+        # and every AddEvents reply waited ~40 ms for a delayed ACK (Nagle). Accepted sockets
+        # inherit the option from the listener on Linux.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     async def _authenticate(self, event: RecvRequest) -> None:
         assert self._authorization is not None
@@ -296,39 +304,50 @@ class AggregatorAgent:
         events_data = self._parse(pb.AddEventsRequest, data).events_data
         events = events_data.events
         count = len(events)
-        if (
-            self._publishers_enabled
-            and self._config.on_full == "reject"
-            and count > self._buffer.free_slots()
-        ):
-            self._metrics.agent_rejected_events.inc(count)
-            raise GRPCError(
-                Status.RESOURCE_EXHAUSTED,
-                f"The aggregator's buffer has room for {self._buffer.free_slots()} more events, "
-                f"not {count}; retry later.",
-            )
+        reject = self._publishers_enabled and self._config.on_full == "reject"
+        if reject and count > (free := self._buffer.free_slots()):
+            self._reject(count, f"{free} more events, not {count}")
         if count:
-            self._metrics.events_received.inc(count)
             if self._publishers_enabled:
-                self._buffer_events(events, count)
+                self._buffer_events(events, count, reject=reject)
             else:
+                self._metrics.events_received.inc(count)
                 self._discard(count)
         # Only once the events are in: a request refused above is retried with its metadata.
         for store in self._task_metadata:
             store.add(events_data.task_events_metadata)
 
-    def _buffer_events(self, events: Iterable[pb.RayEvent], count: int) -> None:
+    def _reject(self, count: int, room: str) -> NoReturn:
+        self._metrics.agent_rejected_events.inc(count)
+        raise GRPCError(
+            Status.RESOURCE_EXHAUSTED,
+            f"The aggregator's buffer has room for {room}; retry later.",
+        )
+
+    def _buffer_events(self, events: Iterable[pb.RayEvent], count: int, *, reject: bool) -> None:
         event_types: list[int] = []
         blobs: list[bytes] = []
         for event in events:
             event_types.append(event.event_type)
             blobs.append(event.SerializeToString())  # unknown fields are kept
+        # Only a spool bounds bytes; the in-memory buffer answers None at once.
+        if reject and (free := self._buffer.free_bytes()) is not None:
+            size = sum(map(len, blobs))
+            if size > free:
+                self._reject(count, f"{free} more bytes of events, not {size}")
+        self._metrics.events_received.inc(count)
         try:
             self._buffer.add_many_nowait(event_types, blobs)
         except trio.ClosedResourceError:
             self._metrics.buffer_add_failures.inc(count)
             raise GRPCError(
                 Status.UNAVAILABLE, "The aggregator is shutting down; retry later."
+            ) from None
+        except trio.BrokenResourceError as exc:  # the spool's file cannot be written
+            self._metrics.buffer_add_failures.inc(count)
+            logger.error("%s The AddEvents request was refused with UNAVAILABLE.", exc)
+            raise GRPCError(
+                Status.UNAVAILABLE, "The aggregator cannot store events right now; retry later."
             ) from None
 
     def _discard(self, count: int) -> None:

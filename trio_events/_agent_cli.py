@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import sys
+from argparse import SUPPRESS
 from typing import TYPE_CHECKING
 
 import trio
@@ -15,6 +17,7 @@ from trio_events._http_client import HttpPublisherConfig
 from trio_events._publisher_config import DEFAULT_EXPOSABLE_EVENT_TYPES, PublisherConfig
 from trio_events._service import STORE_CONSUMER, AgentService, Destination, ServiceConfig
 from trio_events._settings import AGENT_SETTINGS, PUBLISHER_SETTINGS, add_settings, read_secret
+from trio_events._spool import SpoolConfig
 
 if TYPE_CHECKING:
     import argparse
@@ -46,6 +49,11 @@ def add_agent_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
     )
     add_settings(parser, AGENT_SETTINGS, environ)
     add_settings(parser, PUBLISHER_SETTINGS, environ)
+    # Benchmarks only (hidden): "protobuf" converts with protobuf's MessageToJson, as Ray does,
+    # so a reference pipeline can differ from ours in nothing but the converter.
+    parser.add_argument(
+        "--json-converter", choices=("compiled", "protobuf"), default="compiled", help=SUPPRESS
+    )
 
 
 def _headers(values: list[str]) -> tuple[tuple[str, str], ...]:
@@ -107,6 +115,7 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
             max_backoff=args.max_backoff,
             jitter=args.jitter_ratio,
             attempt_timeout=args.publisher_timeout,
+            converter=args.json_converter,
         )
 
     destinations: tuple[Destination, ...] = ()
@@ -129,6 +138,14 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
         )
     # No export address at all: keep events in a local store instead of discarding them.
     store_path = (args.db or DEFAULT_DB) if not urls else None
+    spool = None
+    if args.spool:
+        spool = SpoolConfig(
+            path=args.spool,
+            max_events=args.spool_max_events,
+            max_bytes=args.spool_max_bytes or None,
+            synchronous=args.spool_synchronous,
+        )
     return ServiceConfig(
         agent=agent,
         destinations=destinations,
@@ -137,38 +154,70 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
         metrics_listen=args.metrics_listen,
         grace_period=args.grace_period,
         unhealthy_after=args.unhealthy_after,
+        spool=spool,
     )
 
 
 async def run_agent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     config = service_config_from_args(args, environ)
     service = AgentService(config)
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            addresses = await nursery.start(service.run)
-            agent = config.agent
-            print(f"trio-events agent: gRPC AddEvents on {agent.host}:{addresses.grpc_port}")
-            for destination in config.destinations:
-                print(f"trio-events agent: publishing to {destination.http.url}")
-            if addresses.store_path is not None:
-                print(
-                    f"trio-events agent: no export address; storing events in "
-                    f"{addresses.store_path} (query with: trio-events query --db "
-                    f"{addresses.store_path})"
-                )
-            elif not config.destinations:
-                print("trio-events agent: publishing disabled; events are counted and discarded")
-            if addresses.metrics_port is not None:
-                mhost = config.metrics_listen[0] if config.metrics_listen else "127.0.0.1"
-                print(
-                    f"trio-events agent: metrics on http://{mhost}:{addresses.metrics_port}/metrics"
-                )
-            sys.stdout.flush()
-            async for signum in signals:
-                logger.info("Received %s; shutting down in order.", signal.Signals(signum).name)
-                service.request_stop()
-                break
+    started = False
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                addresses = await nursery.start(service.run)
+                started = True
+                agent = config.agent
+                print(f"trio-events agent: gRPC AddEvents on {agent.host}:{addresses.grpc_port}")
+                for destination in config.destinations:
+                    print(f"trio-events agent: publishing to {destination.http.url}")
+                if config.spool is not None:
+                    print(
+                        f"trio-events agent: spooling events in {config.spool.path} (resumed with "
+                        f"{addresses.spool_resumed} events)"
+                    )
+                if addresses.store_path is not None:
+                    print(
+                        f"trio-events agent: no export address; storing events in "
+                        f"{addresses.store_path} (query with: trio-events query --db "
+                        f"{addresses.store_path})"
+                    )
+                elif not config.destinations:
+                    print(
+                        "trio-events agent: publishing disabled; events are counted and discarded"
+                    )
+                if addresses.metrics_port is not None:
+                    mhost = config.metrics_listen[0] if config.metrics_listen else "127.0.0.1"
+                    print(
+                        f"trio-events agent: metrics on http://{mhost}:{addresses.metrics_port}/metrics"
+                    )
+                sys.stdout.flush()
+                async for signum in signals:
+                    logger.info("Received %s; shutting down in order.", signal.Signals(signum).name)
+                    service.request_stop()
+                    break
+    except BaseExceptionGroup as group:
+        # A start-up failure (a port in use, a file that cannot be opened or loaded) is a
+        # sentence, like an invalid setting, not a traceback; a failure after start is a bug.
+        failures = _leaves(group)
+        if started or not all(isinstance(e, _STARTUP_ERRORS) for e in failures):
+            raise
+        reason = "; ".join(str(e).rstrip(".") for e in failures)
+        if all(isinstance(e, ValueError) for e in failures):
+            raise ValueError(f"{reason}.") from None  # an invalid setting, found at start
+        print(f"trio-events agent: error: cannot start: {reason}.", file=sys.stderr)
+        return 1
     summary = service.summary
     line = summary.line() if summary is not None else "not started"
     print(f"trio-events agent: stopped: {line}")
     return 0
+
+
+_STARTUP_ERRORS = (OSError, ValueError, sqlite3.Error)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found

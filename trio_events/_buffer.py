@@ -17,13 +17,16 @@ backpressure to eviction checks :meth:`MultiConsumerEventBuffer.free_slots` firs
 
 The core is synchronous (``*_nowait``) so a hypothesis state machine can drive it; the only async
 method, :meth:`~MultiConsumerEventBuffer.wait_for_batch`, is built on it with a ``ParkingLot``.
+
+:class:`EventBuffer` is what the agent and the publishers need from a buffer; the durable
+``SpoolEventBuffer`` (_spool.py) is the other implementation.
 """
 
 from __future__ import annotations
 
 from array import array
 from collections import Counter
-from typing import TYPE_CHECKING, cast, final
+from typing import TYPE_CHECKING, Protocol, cast, final
 
 import attrs
 import trio
@@ -32,7 +35,7 @@ from trio_events import pb
 from trio_events._metrics import Metrics
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
 
 @final
@@ -75,6 +78,71 @@ class BufferStatistics:
     closed: bool
     tasks_waiting: int
     consumers: Mapping[str, ConsumerStatistics]
+
+
+class EventBuffer(Protocol):
+    """What the agent and the publishers use: an in-memory buffer or a durable spool.
+
+    A batch taken is settled with :meth:`commit` once delivered, or dropped and counted. In
+    memory that does nothing; a ``durable`` buffer persists the cursor, so a batch never settled
+    is sent again after a restart, and what a publisher leaves unsent is kept for the next start.
+    """
+
+    @property
+    def durable(self) -> bool: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def max_batch_size(self) -> int: ...
+    def __len__(self) -> int: ...
+    def add_nowait(self, event_type: int, blob: bytes) -> None: ...
+    def add_many_nowait(self, event_types: Sequence[int], blobs: Sequence[bytes]) -> None: ...
+    def free_slots(self) -> int: ...
+    def free_bytes(self) -> int | None: ...
+    def register_consumer(self, name: str) -> None: ...
+    def unregister_consumer(self, name: str) -> None: ...
+    def unread(self, name: str) -> int: ...
+    def take_nowait(self, name: str, max_items: int) -> EventBatch: ...
+    async def wait_for_batch(self, consumer: str, timeout: float) -> EventBatch: ...  # noqa: ASYNC109
+    def commit(self, consumer: str, batch: EventBatch) -> None: ...
+    def close(self) -> None: ...
+    async def aclose(self) -> None: ...
+    def statistics(self) -> BufferStatistics: ...
+
+
+async def linger_and_take(
+    buffer: EventBuffer,
+    lot: trio.lowlevel.ParkingLot,
+    closed: Callable[[], bool],
+    consumer: str,
+    timeout: float,  # noqa: ASYNC109
+) -> EventBatch:
+    """``wait_for_batch`` of both buffers, on their synchronous core: one copy of the logic
+    that makes cancellation lose nothing. ``lot`` is unparked by adds, unregistering and
+    closing; ``closed`` tells whether the buffer was closed."""
+    await trio.lowlevel.checkpoint_if_cancelled()
+    scheduled = False
+    batch_size = buffer.max_batch_size
+    while True:
+        while not buffer.unread(consumer):  # KeyError once the consumer is gone
+            if closed():
+                raise trio.EndOfChannel(
+                    "The event buffer was closed and this consumer has read every event."
+                )
+            await lot.park()
+            scheduled = True
+        with trio.move_on_after(max(0.0, timeout)):
+            while not closed() and buffer.unread(consumer) < batch_size:
+                await lot.park()
+                scheduled = True
+        if not scheduled:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            scheduled = True
+        # No checkpoint from here to the return: the events taken cannot be lost.
+        batch = buffer.take_nowait(consumer, batch_size)
+        if batch:
+            return batch
+        # Another task waiting for the same consumer took them first; wait again.
 
 
 def event_type_label(event_type: int) -> str:
@@ -182,6 +250,10 @@ class MultiConsumerEventBuffer:
         """
         return self._capacity - (self._tail - self._head)
 
+    def free_bytes(self) -> int | None:
+        """None: this buffer bounds events, not bytes."""
+        return None
+
     def _evict_until(self, new_head: int, incoming_types: Sequence[int]) -> None:
         """Evict sequence numbers [head, new_head), charging each consumer for those it had not
         read. Numbers at or past the tail belong to ``incoming_types`` (added and evicted at
@@ -247,6 +319,9 @@ class MultiConsumerEventBuffer:
             self._free_consumed()
         return EventBatch(types, cast("list[bytes]", blobs), start)
 
+    def commit(self, consumer: str, batch: EventBatch) -> None:
+        """Nothing to do: in memory, taking a batch is final (see :class:`EventBuffer`)."""
+
     # ``timeout`` is Ray's name for the linger after the first event, not an overall deadline
     # (that is the caller's cancel scope), hence the noqa.
     async def wait_for_batch(self, consumer: str, timeout: float) -> EventBatch:  # noqa: ASYNC109
@@ -263,31 +338,7 @@ class MultiConsumerEventBuffer:
         trio.EndOfChannel once the buffer is closed and the consumer has read everything; after
         :meth:`close` the remaining events are returned without lingering.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        scheduled = False
-        while True:
-            state = self._consumer(consumer)
-            while self._tail == state.cursor:
-                if self._closed:
-                    raise trio.EndOfChannel(
-                        "The event buffer was closed and this consumer has read every event."
-                    )
-                await self._lot.park()
-                scheduled = True
-                state = self._consumer(consumer)
-            with trio.move_on_after(max(0.0, timeout)):
-                while not self._closed and self._tail - state.cursor < self._max_batch_size:
-                    await self._lot.park()
-                    scheduled = True
-                    state = self._consumer(consumer)
-            if not scheduled:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                scheduled = True
-            # No checkpoint from here to the return: the events taken cannot be lost.
-            batch = self.take_nowait(consumer, self._max_batch_size)
-            if batch:
-                return batch
-            # Another task waiting for the same consumer took them first; wait again.
+        return await linger_and_take(self, self._lot, lambda: self._closed, consumer, timeout)
 
     # ---- lifecycle and introspection -----------------------------------------------------------
 
@@ -302,6 +353,10 @@ class MultiConsumerEventBuffer:
 
     def __len__(self) -> int:
         return self._tail - self._head
+
+    @property
+    def durable(self) -> bool:
+        return False
 
     @property
     def capacity(self) -> int:

@@ -119,7 +119,7 @@ async def recv_raw_message(stream: Stream[Any, Any], limit: int) -> bytes:
     RST_STREAM(NO_ERROR); the connection and other calls on it carry on.
     """
     h2_stream = stream._stream
-    prefix = await h2_stream.recv_data(5)
+    prefix = await _recv_exactly(h2_stream, 5, "its 5-byte message prefix")
     if len(prefix) < 5:
         raise GRPCError(Status.INVALID_ARGUMENT, "The request carried no message.")
     compressed, length = struct.unpack(">?I", prefix)
@@ -130,4 +130,17 @@ async def recv_raw_message(stream: Stream[Any, Any], limit: int) -> bytes:
             Status.RESOURCE_EXHAUSTED,
             f"The request message is {length} bytes, more than this server's limit of {limit}.",
         )
-    return await h2_stream.recv_data(length)
+    return await _recv_exactly(h2_stream, length, f"the {length} bytes its prefix announces")
+
+
+async def _recv_exactly(h2_stream: Any, size: int, what: str) -> bytes:
+    """``size`` bytes, or b"" if the stream ended before any; a request cut short in between is
+    the client's error. grpclib's buffer signals that with an AssertionError ("Received less
+    data than expected"), which would otherwise reach the client as UNKNOWN and be logged as
+    an application error with a traceback."""
+    try:
+        return bytes(await h2_stream.recv_data(size))
+    except AssertionError:
+        raise GRPCError(
+            Status.INVALID_ARGUMENT, f"The request ended before {what} had arrived."
+        ) from None

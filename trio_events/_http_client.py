@@ -66,7 +66,10 @@ def _mask_headers(headers: tuple[tuple[str, str], ...]) -> str:
 
 
 def _check(config: HttpPublisherConfig) -> None:
-    url = httpx.URL(config.url)
+    try:
+        url = httpx.URL(config.url)
+    except httpx.InvalidURL as exc:  # not a ValueError: it would escape as a traceback
+        raise ValueError(f"The export address {config.url!r} is not a valid URL: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(
             f"The export address must be an http:// or https:// URL with a host, got "

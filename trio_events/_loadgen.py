@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import sys
 import time
@@ -54,8 +55,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    if not (value > 0 and math.isfinite(value)):  # inf would overflow the rate's arithmetic
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
 
 
@@ -134,7 +135,8 @@ async def _feed(
     poll: float,
 ) -> None:
     start = trio.current_time()
-    chunk_size = _CHUNK if rate is None else max(1, min(_CHUNK, int(rate / 100)))
+    # Closed loop: a chunk must fit in the ring, or the wait for room below never ends.
+    chunk_size = min(_CHUNK, capacity) if rate is None else max(1, min(_CHUNK, int(rate / 100)))
     sent = 0
     while chunk := list(itertools.islice(events, chunk_size)):
         if rate is None:

@@ -6,7 +6,9 @@ until it succeeds, fails permanently, or the retry policy gives up; the same bod
 ids) is re-sent on every retry, so a sink can de-duplicate. Every event a publisher takes from the
 buffer ends as exactly one of: delivered, filtered, dropped (counted by reason in
 ``trio_events_publisher_dropped_events`` and in Ray's ``publish_failures``), or abandoned at
-shutdown (reason ``shutdown_abandoned``).
+shutdown (reason ``shutdown_abandoned``). With a durable buffer (the spool) a batch is committed
+to the buffer once it is delivered or dropped, and what would be abandoned at shutdown is
+instead *retained*: left in the spool, to be delivered after the next start.
 
 Shutdown: :meth:`RayEventPublisher.drain` asks a running publisher to deliver what it has not read
 yet, without lingering, until nothing is left or the deadline passes. While at least twice
@@ -29,7 +31,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from trio_events import pb
-from trio_events._json import JsonConverter
+from trio_events._json import JsonConverter, ProtobufReferenceConverter
 from trio_events._publisher_config import (
     DEFAULT_EXPOSABLE_EVENT_TYPES,
     PublishClient,
@@ -39,7 +41,7 @@ from trio_events._publisher_config import (
 from trio_events._retry import Outcome, PublishOutcome, backoff_delays
 
 if TYPE_CHECKING:
-    from trio_events._buffer import EventBatch, MultiConsumerEventBuffer
+    from trio_events._buffer import EventBatch, EventBuffer
     from trio_events._metrics import Metrics
 
 __all__ = [
@@ -70,7 +72,7 @@ class RayEventPublisher:
         self,
         config: PublisherConfig,
         client: PublishClient,
-        buffer: MultiConsumerEventBuffer,
+        buffer: EventBuffer,
         *,
         metrics: Metrics,
         rng: random.Random | None = None,
@@ -80,9 +82,8 @@ class RayEventPublisher:
         self._buffer = buffer
         self._metrics = metrics
         self._rng = rng if rng is not None else random.Random()
-        self._converter = JsonConverter(
-            preserving_proto_field_name=config.preserve_proto_field_name
-        )
+        converter = JsonConverter if config.converter == "compiled" else ProtobufReferenceConverter
+        self._converter = converter(preserving_proto_field_name=config.preserve_proto_field_name)
         self._state: Literal["new", "running", "finished"] = "new"
         self._finished = trio.Event()
         self._work_scope: trio.CancelScope | None = None
@@ -90,7 +91,7 @@ class RayEventPublisher:
         self._sleep_scope: trio.CancelScope | None = None
         self._drain_deadline: float | None = None
         self._last_success = 0.0
-        self._delivered = self._filtered = self._dropped = self._abandoned = 0
+        self._delivered = self._filtered = self._dropped = self._abandoned = self._retained = 0
         self._in_flight = self._attempts = self._consecutive_failures = 0
 
     @property
@@ -105,6 +106,7 @@ class RayEventPublisher:
             filtered=self._filtered,
             dropped=self._dropped,
             abandoned=self._abandoned,
+            retained=self._retained,
             in_flight=self._in_flight,
             unread=unread,
             attempts=self._attempts,
@@ -169,7 +171,10 @@ class RayEventPublisher:
         while (batch := await self._next_batch()) is not None:
             # No checkpoint since the batch was taken: from here on it is accounted for.
             self._in_flight = len(batch)
-            await self._handle(batch)
+            if await self._handle(batch):
+                # Settled (delivered, filtered or dropped, all counted): a durable buffer may
+                # now forget it. Not when cancelled or abandoned: then a restart re-sends it.
+                self._buffer.commit(self.name, batch)
 
     async def _next_batch(self) -> EventBatch | None:
         """The next batch, or None once drained (or the buffer is closed and read)."""
@@ -186,7 +191,8 @@ class RayEventPublisher:
         batch = self._buffer.take_nowait(self.name, self._buffer.max_batch_size)
         return batch if batch else None
 
-    async def _handle(self, batch: EventBatch) -> None:
+    async def _handle(self, batch: EventBatch) -> bool:
+        """Filter, convert and publish ``batch``; False when it was abandoned at shutdown."""
         blobs = batch.blobs
         exposable = self._config.exposable_event_types
         if exposable is not None:
@@ -199,10 +205,11 @@ class RayEventPublisher:
                 self._in_flight -= filtered
                 self._metrics.filtered_events.labels(self.name).inc(filtered)
         if not blobs:
-            return
+            return True
         body = await self._convert(blobs)
-        if body is not None:
-            await self._publish_with_retries(body, self._in_flight)
+        if body is None:
+            return True
+        return await self._publish_with_retries(body, self._in_flight)
 
     async def _convert(self, blobs: list[bytes]) -> bytes | None:
         """The JSON array body; events that cannot be converted are dropped and counted."""
@@ -227,7 +234,8 @@ class RayEventPublisher:
                 self._drop(1, "conversion_error")
         return orjson.dumps(values) if values else None
 
-    async def _publish_with_retries(self, body: bytes, count: int) -> None:
+    async def _publish_with_retries(self, body: bytes, count: int) -> bool:
+        """Publish until delivered or dropped (True), or abandoned at shutdown (False)."""
         config = self._config
         delays = backoff_delays(
             config.initial_backoff, config.max_backoff, config.jitter, self._rng
@@ -238,16 +246,16 @@ class RayEventPublisher:
             outcome = await self._attempt(body)
             if outcome.ok:
                 self._succeeded(count, failures)
-                return
+                return True
             failures += 1
             if outcome.outcome is Outcome.PERMANENT:
                 self._give_up(count, outcome.reason, outcome, "the error is permanent")
-                return
+                return True
             if config.max_retries >= 0 and failures > config.max_retries:
                 self._give_up(
                     count, "retries_exhausted", outcome, f"{config.max_retries} retries failed"
                 )
-                return
+                return True
             delay = next(delays)
             if outcome.retry_after is not None and outcome.retry_after > delay:
                 delay = min(outcome.retry_after, config.max_retry_after)
@@ -262,19 +270,20 @@ class RayEventPublisher:
                     outcome,
                     f"still failing after {now - first_attempt:.1f} s",
                 )
-                return
+                return True
             if self._drain_deadline is not None:
                 last_call = self._drain_deadline - 2 * config.attempt_timeout
                 if now >= last_call:
                     logger.warning(
-                        "Publisher %s abandons %d events at shutdown: publishing failed (%s) "
+                        "Publisher %s %s %d events at shutdown: publishing failed (%s) "
                         "with too little of the grace period left to retry.",
                         self.name,
+                        "leaves in the spool" if self._buffer.durable else "abandons",
                         count,
                         _describe(outcome),
                     )
                     self._abandon(count)
-                    return
+                    return False
                 delay = min(delay, last_call - now)
             logger.log(
                 logging.ERROR if outcome.reason.startswith("tls") else logging.WARNING,
@@ -335,6 +344,9 @@ class RayEventPublisher:
         if count:
             if in_flight:
                 self._in_flight -= count
+            if self._buffer.durable:  # not committed, so still in the spool for the next start
+                self._retained += count
+                return
             self._abandoned += count
             self._metrics.publish_dropped_events.labels(self.name, "shutdown_abandoned").inc(count)
 
@@ -346,11 +358,13 @@ class RayEventPublisher:
         self._abandon(unread, in_flight=False)
         if in_flight or unread:
             logger.warning(
-                "Publisher %s stopped with %d events in flight and %d unread; they are "
-                "abandoned (counted as shutdown_abandoned).",
+                "Publisher %s stopped with %d events in flight and %d unread; they are %s.",
                 self.name,
                 in_flight,
                 unread,
+                "left in the spool for the next start"
+                if self._buffer.durable
+                else "abandoned (counted as shutdown_abandoned)",
             )
         self._buffer.unregister_consumer(self.name)
         self._state = "finished"

@@ -10,6 +10,10 @@ call to :meth:`AgentService.request_stop` — is ordered and bounded:
    one attempt per batch near the end); what is left is counted as abandoned;
 3. everything else is cancelled; the final log line states delivered / dropped / abandoned.
 
+With a spool (``ServiceConfig.spool``) the buffer is a :class:`SpoolEventBuffer` opened before
+the stages and closed after them: what is left at shutdown stays in it (``retained``) and the
+next start resumes from the publishers' persisted cursors (docs/spool.md).
+
 The stages run inside a shielded scope so that cancelling :meth:`run` does not tear them down
 before the drain; the shield is released by the ordered shutdown itself, whose every step is
 bounded (the server's close timeout, the grace period, the store's close).
@@ -17,6 +21,7 @@ bounded (the server's close timeout, the grace period, the store's close).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, final
@@ -28,11 +33,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trio_events._agent import AgentConfig, AggregatorAgent
 from trio_events._bridge import asyncio_loop
-from trio_events._buffer import MultiConsumerEventBuffer
+from trio_events._buffer import EventBuffer, MultiConsumerEventBuffer
 from trio_events._http_client import HttpPublisherClient, HttpPublisherConfig
 from trio_events._http_server import Request, Response, serve_http
 from trio_events._metrics import Metrics
 from trio_events._publisher import PublisherConfig, PublisherStatistics, RayEventPublisher
+from trio_events._spool import SpoolConfig, SpoolEventBuffer
 from trio_events._store import EventStore
 from trio_events._store_client import StorePublishClient
 
@@ -56,7 +62,11 @@ class Destination:
 @final
 @attrs.frozen
 class ServiceConfig:
-    """Everything ``trio-events agent`` runs. With no destinations, ``store_path`` keeps events."""
+    """Everything ``trio-events agent`` runs. With no destinations, ``store_path`` keeps events.
+
+    With ``spool`` the buffer is durable (docs/spool.md) and bounded by the spool's
+    ``max_events`` and ``max_bytes`` instead of ``agent.buffer_size``.
+    """
 
     agent: AgentConfig = attrs.field(factory=AgentConfig)
     destinations: tuple[Destination, ...] = ()
@@ -67,11 +77,16 @@ class ServiceConfig:
     metrics_listen: tuple[str, int] | None = None
     grace_period: float = 10.0
     unhealthy_after: float = 60.0
+    spool: SpoolConfig | None = None
 
     def __attrs_post_init__(self) -> None:
         names = [d.publisher.name for d in self.destinations]
         if len(set(names)) != len(names):
             raise ValueError(f"Each destination needs its own publisher name; got {names}.")
+        if self.spool is not None and self.spool.path == self.store_path:
+            raise ValueError(
+                f"The spool and the local store need different files; both are {self.store_path!r}."
+            )
         if self.grace_period < 0 or self.unhealthy_after < 0:
             raise ValueError("grace_period and unhealthy_after must be >= 0 seconds.")
 
@@ -84,6 +99,7 @@ class ServiceAddresses:
     grpc_port: int
     metrics_port: int | None
     store_path: str | None
+    spool_resumed: int | None = None  #: events found in the spool at start (None: no spool)
 
 
 @final
@@ -93,9 +109,11 @@ class ShutdownSummary:
     dropped: int
     abandoned: int
     publishers: tuple[PublisherStatistics, ...]
+    retained: int = 0  #: left in the spool for the next start
 
     def line(self) -> str:
-        return f"delivered={self.delivered} dropped={self.dropped} abandoned={self.abandoned}"
+        line = f"delivered={self.delivered} dropped={self.dropped} abandoned={self.abandoned}"
+        return f"{line} retained={self.retained}" if self.retained else line
 
 
 @final
@@ -108,7 +126,7 @@ class AgentService:
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self._publishers: list[RayEventPublisher] = []
-        self._buffer: MultiConsumerEventBuffer | None = None
+        self._buffer: EventBuffer | None = None
         self._agent: AggregatorAgent | None = None
         self._store_client: StorePublishClient | None = None
         self.summary: ShutdownSummary | None = None
@@ -148,49 +166,80 @@ class AgentService:
     async def _supervise(self, task_status: trio.TaskStatus[ServiceAddresses]) -> None:
         config = self._config
         with trio.CancelScope(shield=True):
-            async with asyncio_loop(), trio.open_nursery() as nursery:
-                buffer = MultiConsumerEventBuffer(
+            spool = None
+            if config.spool is not None:
+                spool = await trio.to_thread.run_sync(
+                    functools.partial(
+                        SpoolEventBuffer,
+                        config.spool,
+                        config.agent.max_batch_size,
+                        metrics=self._metrics,
+                    )
+                )
+            try:
+                await self._run_stages(spool, task_status)
+            finally:
+                if spool is not None:
+                    spool.close_database()  # after every stage: nothing uses it any more
+
+    async def _run_stages(
+        self, spool: SpoolEventBuffer | None, task_status: trio.TaskStatus[ServiceAddresses]
+    ) -> None:
+        config = self._config
+        async with asyncio_loop(), trio.open_nursery() as nursery:
+            buffer: EventBuffer = (
+                spool
+                if spool is not None
+                else MultiConsumerEventBuffer(
                     config.agent.buffer_size, config.agent.max_batch_size, metrics=self._metrics
                 )
-                self._buffer = buffer
-                for client, publisher_config in await self._clients():
-                    publisher = RayEventPublisher(
-                        publisher_config, client, buffer, metrics=self._metrics
-                    )
-                    self._publishers.append(publisher)
-                    await nursery.start(publisher.run)
-                store_path = config.store_path if self._store_client is not None else None
-                agent = AggregatorAgent(
-                    config.agent,
-                    metrics=self._metrics,
-                    buffer=buffer,
-                    publishers_enabled=bool(self._publishers),
+            )
+            self._buffer = buffer
+            clients = await self._clients()
+            if spool is not None:
+                await nursery.start(spool.run)
+                _forget_stale_consumers(spool, [c.name for _, c in clients])
+            for client, publisher_config in clients:
+                publisher = RayEventPublisher(
+                    publisher_config, client, buffer, metrics=self._metrics
                 )
-                self._agent = agent
-                agent_scope = trio.CancelScope()
-                agent_done = trio.Event()
+                self._publishers.append(publisher)
+                await nursery.start(publisher.run)
+            store_path = config.store_path if self._store_client is not None else None
+            agent = AggregatorAgent(
+                config.agent,
+                metrics=self._metrics,
+                buffer=buffer,
+                publishers_enabled=bool(self._publishers),
+            )
+            self._agent = agent
+            agent_scope = trio.CancelScope()
+            agent_done = trio.Event()
 
-                async def serve_grpc(*, task_status: trio.TaskStatus[int]) -> None:
-                    try:
-                        with agent_scope:
-                            await agent.run(task_status=task_status)
-                    finally:
-                        agent_done.set()
+            async def serve_grpc(*, task_status: trio.TaskStatus[int]) -> None:
+                try:
+                    with agent_scope:
+                        await agent.run(task_status=task_status)
+                finally:
+                    agent_done.set()
 
-                grpc_port: int = await nursery.start(serve_grpc)
-                metrics_port = None
-                if config.metrics_listen is not None:
-                    host, port = config.metrics_listen
-                    metrics_port = await nursery.start(serve_http, self._handle_http, host, port)
-                    logger.info("Metrics and health on http://%s:%d/metrics.", host, metrics_port)
-                task_status.started(ServiceAddresses(grpc_port, metrics_port, store_path))
-                await self._stop.wait()
-                logger.info("Stopping: closing the gRPC server, then draining publishers.")
-                agent_scope.cancel()
-                await agent_done.wait()
-                self.summary = await self._drain()
-                logger.info("Stopped: %s.", self.summary.line())
-                nursery.cancel_scope.cancel()
+            grpc_port: int = await nursery.start(serve_grpc)
+            metrics_port = None
+            if config.metrics_listen is not None:
+                host, port = config.metrics_listen
+                metrics_port = await nursery.start(serve_http, self._handle_http, host, port)
+                logger.info("Metrics and health on http://%s:%d/metrics.", host, metrics_port)
+            resumed = spool.resumed_events if spool is not None else None
+            task_status.started(
+                ServiceAddresses(grpc_port, metrics_port, store_path, spool_resumed=resumed)
+            )
+            await self._stop.wait()
+            logger.info("Stopping: closing the gRPC server, then draining publishers.")
+            agent_scope.cancel()
+            await agent_done.wait()
+            self.summary = await self._drain()
+            logger.info("Stopped: %s.", self.summary.line())
+            nursery.cancel_scope.cancel()
 
     async def _clients(self) -> list[tuple[PublishClient, PublisherConfig]]:
         config = self._config
@@ -219,6 +268,7 @@ class AgentService:
             dropped=sum(s.dropped for s in results),
             abandoned=sum(s.abandoned for s in results),
             publishers=tuple(results),
+            retained=sum(s.retained for s in results),
         )
 
     # --- /metrics and /healthz ----------------------------------------------------------------
@@ -270,3 +320,23 @@ class AgentService:
                     f"({stats.consecutive_failures} attempts)"
                 )
         return (not reasons, {"reasons": reasons, "publishers": publishers, "time": time.time()})
+
+
+def _forget_stale_consumers(spool: SpoolEventBuffer, publishers: list[str]) -> None:
+    """Let go of cursors no configured publisher will use, or they would pin events forever.
+
+    With no publisher at all nothing reads the spool anyway, so nothing is let go.
+    """
+    if not publishers:
+        return
+    stats = spool.storage_statistics()
+    for name in spool.known_consumers():
+        if name not in publishers:
+            logger.warning(
+                "Spool %s: no publisher named %s is configured; forgetting its cursor (%d "
+                "events were still waiting for it).",
+                spool.path,
+                name,
+                stats.next_sequence - stats.settled[name],
+            )
+            spool.forget_consumer(name)

@@ -54,6 +54,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise ValueError("expected a whole number >= 0")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = _float(text)
     if value < 0:
@@ -210,6 +217,37 @@ AGENT_SETTINGS: tuple[Setting, ...] = (
         _text,
         "SQLite store used when no export address is set",
         shown_default="./trio-events.db",
+    ),
+    Setting(
+        "--spool",
+        "TRIO_EVENTS_SPOOL",
+        "",
+        _text,
+        "SQLite file that makes the buffer durable: accepted events survive a crash and are "
+        "published after the restart (docs/spool.md); none keeps them in memory",
+    ),
+    Setting(
+        "--spool-max-events",
+        "TRIO_EVENTS_SPOOL_MAX_EVENTS",
+        1_000_000,
+        _positive_int,
+        "unread events the spool holds (with --spool, instead of --buffer-size)",
+    ),
+    Setting(
+        "--spool-max-bytes",
+        "TRIO_EVENTS_SPOOL_MAX_BYTES",
+        1024 * MIB,
+        _non_negative_int,
+        "bytes of unread serialized events the spool holds; 0 bounds only the count",
+        shown_default="1073741824 (1 GiB)",
+    ),
+    Setting(
+        "--spool-synchronous",
+        "TRIO_EVENTS_SPOOL_SYNCHRONOUS",
+        "normal",
+        _choice("normal", "full"),
+        "normal: an accepted event survives the agent being killed; full: also a power loss "
+        "(an fsync per request)",
     ),
     Setting(
         "--grace-period",

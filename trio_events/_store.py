@@ -119,7 +119,10 @@ def _rows(index: int, event: object, now_ns: int) -> tuple[_EventRow, list[_Tran
             transitions.append(
                 (event_id, seq, kind, entity_id, attempt, state, when, timestamp_ns(when))
             )
-    json_text = orjson.dumps(event).decode()
+    try:
+        json_text = orjson.dumps(event).decode()
+    except orjson.JSONEncodeError as exc:  # nested deeper than orjson writes (255 levels)
+        raise InvalidEventError(f"Event {index} cannot be stored: {exc}.") from None
     event_row = (
         event_id, event_type, text(obj, "source_type"), text(obj, "severity"), stamp,
         timestamp_ns(stamp), text(obj, "session_name"), id_hex(text(obj, "node_id")),

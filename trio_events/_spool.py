@@ -1,0 +1,445 @@
+"""A durable event buffer: the multi-consumer buffer's semantics, kept in SQLite (WAL).
+
+:class:`SpoolEventBuffer` is an ``EventBuffer`` (_buffer.py) with the in-memory buffer's bound,
+eviction and per-consumer accounting, so the agent and the publishers use either alike. Each
+add is one transaction, committed before the agent replies. A consumer's persisted cursor moves
+only on :meth:`~SpoolEventBuffer.commit` (a batch delivered, or dropped and counted), so after a
+restart a batch that was in flight is sent again. Unregistering keeps a consumer's place;
+:meth:`~SpoolEventBuffer.forget_consumer` is the in-memory ``unregister_consumer``. The bounds
+apply to unread events; the file also keeps batches taken and not settled. SQLite is called on
+the trio thread (appending costs less than parsing the request); WAL checkpoints, with their
+fsyncs, run in a worker thread. docs/spool.md has the design, what is durable when, and figures.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from array import array
+from itertools import accumulate
+from typing import TYPE_CHECKING, final
+
+import trio
+
+from trio_events._buffer import (
+    BufferStatistics,
+    ConsumerStatistics,
+    EventBatch,
+    event_type_label,
+    linger_and_take,
+)
+from trio_events._metrics import Metrics
+from trio_events._spool_db import SpoolConfig, SpoolFile, SpoolStatistics, logger
+from trio_events._spool_index import ChunkIndex
+
+__all__ = ["SpoolConfig", "SpoolEventBuffer", "SpoolStatistics"]
+
+if TYPE_CHECKING:
+    from collections import Counter
+    from collections.abc import Sequence
+
+    from trio_events._spool_db import Chunk
+
+
+class _Consumer:
+    __slots__ = ("consumed", "cursor", "evicted", "live", "outstanding", "saved")
+
+    def __init__(self, cursor: int, saved: int | None) -> None:
+        self.cursor = cursor  # next unread event
+        self.consumed = 0
+        self.evicted = 0
+        self.live = False  # registered now; otherwise it only holds its place
+        self.outstanding: dict[int, int] = {}  # batches taken, not settled: first -> end
+        self.saved = saved  # the cursor as the file has it (None: not written yet)
+
+    @property
+    def settled(self) -> int:
+        """Where a restart resumes: the first batch not settled, else the next unread event.
+        Batches are taken in order, so the dict's first key is the oldest one."""
+        return next(iter(self.outstanding)) if self.outstanding else self.cursor
+
+
+@final
+class SpoolEventBuffer:
+    """A :class:`~trio_events._buffer.EventBuffer` in an SQLite file (see the module docstring).
+
+    Opening reads the file's index (types and sizes, not the events), which takes a moment for
+    a large spool; from trio use ``await trio.to_thread.run_sync(SpoolEventBuffer, config)``.
+    Use it from the trio thread only. :meth:`close` refuses further adds as in memory;
+    :meth:`close_database` (or leaving the ``with`` block) closes the file, after the consumers.
+    """
+
+    def __init__(
+        self, config: SpoolConfig, max_batch_size: int = 1000, *, metrics: Metrics | None = None
+    ) -> None:
+        if isinstance(max_batch_size, bool) or max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}.")
+        self._config = config
+        self._capacity = config.max_events
+        self._max_bytes = config.max_bytes
+        self._max_batch_size = max_batch_size
+        self._file = SpoolFile(config)
+        try:
+            self._load()
+        except BaseException:
+            self._file.close()
+            raise
+        self._added = self._evicted = 0
+        self._lot = trio.lowlevel.ParkingLot()
+        self._closed = False
+        self._metrics = metrics if metrics is not None else Metrics()
+        self._metrics.buffer_capacity.set(self._capacity)
+        self._metrics.buffer_size.set_function(lambda: float(self._index.tail - self._head))
+        self._persist()  # cursors clamped while loading, if any
+
+    def _load(self) -> None:
+        chunks, cursors, saved_head = self._file.load()
+        self._index = index = ChunkIndex(chunks, max([saved_head, *cursors.values()]))
+        tail = index.tail
+        self._consumers = {
+            name: _Consumer(min(max(cursor, index.start), tail), cursor)
+            for name, cursor in cursors.items()
+        }
+        # With no consumer, the head recorded when the last one left or evictions moved it:
+        # the first chunk may begin with events that were read and must not come back.
+        self._saved_head = min(max(saved_head, index.start), tail)
+        self._head = min((c.cursor for c in self._consumers.values()), default=self._saved_head)
+        self.resumed_events = tail - self._head
+        logger.info(
+            "Spool %s: resumed with %d events (%d bytes) unread by its %d consumers%s.",
+            self._file.path,
+            self.resumed_events,
+            index.size(self._head, tail),
+            len(cursors),
+            "".join(f"; {n}: {tail - c.cursor}" for n, c in sorted(self._consumers.items())),
+        )
+
+    # ---- producer side -----------------------------------------------------------------------
+
+    def add_nowait(self, event_type: int, blob: bytes) -> None:
+        self.add_many_nowait((event_type,), (blob,))
+
+    def add_many_nowait(self, event_types: Sequence[int], blobs: Sequence[bytes]) -> None:
+        """Append a request's events in one transaction, evicting as the bound requires.
+
+        The same eviction as the in-memory buffer's. Raises trio.ClosedResourceError after
+        :meth:`close` and trio.BrokenResourceError when the file cannot be written; then
+        nothing was accepted and the buffer is unchanged.
+        """
+        self._check_open()
+        count = len(blobs)
+        if len(event_types) != count:
+            raise ValueError(
+                f"add_many_nowait needs one event type per blob, got {len(event_types)} event "
+                f"types for {count} blobs."
+            )
+        if count == 0:
+            return
+        index = self._index
+        head, tail = self._head, index.tail
+        # Lists, not arrays, on this path: building an array from an iterator is slower.
+        sizes = list(map(len, blobs))
+        cum_in = list(accumulate(sizes, initial=index.stored_bytes))
+        drop = index.to_evict(head, count, cum_in, self._capacity, self._max_bytes)
+        new_head = head + min(drop, tail - head)
+        skip = drop - (new_head - head)  # incoming events evicted at once (never stored)
+        charges = self._charges(new_head, event_types[:skip], skip)
+        settled = {name: new_head for name in charges if not self._consumers[name].outstanding}
+        types = array("i", event_types[skip:] if skip else event_types)
+        data = b"".join(blobs[skip:] if skip else blobs)
+        chunk = None
+        if count > skip:
+            sizes_blob = array("q", sizes[skip:]).tobytes()
+            chunk = (tail, count - skip, types.tobytes(), sizes_blob, data)
+        dropped = self._write(chunk, new_head, settled)
+        # Committed; now memory follows.
+        for name, (lost, n) in charges.items():
+            for event_type, k in lost.items():
+                self._metrics.queue_dropped_events.labels(name, event_type_label(event_type)).inc(k)
+            consumer = self._consumers[name]
+            consumer.evicted += n
+            consumer.cursor = new_head
+        self._evicted += drop
+        self._added += count
+        self._head = new_head
+        if chunk is not None:
+            # Byte offsets, like sequence numbers, continue after the events stored.
+            shift = cum_in[skip] - cum_in[0]
+            index.append(types, [v - shift for v in cum_in[skip + 1 :]] if skip else cum_in[1:])
+        index.drop(dropped)
+        self._file.appended(len(data))
+        if self._lot:
+            self._lot.unpark_all()
+
+    def _charges(
+        self, new_head: int, lost_incoming: Sequence[int], skip: int
+    ) -> dict[str, tuple[Counter[int], int]]:
+        """For each consumer that loses unread events: their types, and how many."""
+        charges: dict[str, tuple[Counter[int], int]] = {}
+        for name, c in self._consumers.items():
+            if c.cursor < new_head or skip:
+                lost = self._index.count_types(c.cursor, new_head)
+                lost.update(lost_incoming)
+                charges[name] = (lost, new_head - c.cursor + skip)
+        return charges
+
+    def free_slots(self) -> int:
+        """How many events can be added without evicting one that a consumer has not read."""
+        return max(0, self._capacity - (self._index.tail - self._head))
+
+    def free_bytes(self) -> int | None:
+        """How many bytes of events fit without evicting; None when bytes are not bounded."""
+        if self._max_bytes is None:
+            return None
+        return max(0, self._max_bytes - self._index.size(self._head, self._index.tail))
+
+    # ---- consumer side -----------------------------------------------------------------------
+
+    def register_consumer(self, name: str) -> None:
+        """Add a consumer at the oldest buffered event, or give back a known one its place.
+
+        A consumer known from the file (or unregistered earlier) resumes at the first event it
+        had not settled; batches it had taken without settling them are handed out again.
+        """
+        self._check_database()
+        consumer = self._consumers.get(name)
+        if consumer is not None and consumer.live:
+            raise ValueError(f"A consumer named {name!r} is already registered with this buffer.")
+        if consumer is None:
+            consumer = self._consumers[name] = _Consumer(self._head, None)
+            self._persist()
+        else:
+            consumer.cursor = consumer.settled
+            consumer.outstanding.clear()
+            consumer.consumed = consumer.evicted = 0
+            self._head = min(self._head, consumer.cursor)
+        consumer.live = True
+        self._metrics.buffer_unread.labels(name).set_function(
+            lambda: float(self._index.tail - consumer.cursor)
+        )
+
+    def unregister_consumer(self, name: str) -> None:
+        """Stop reading; the consumer keeps its place, its events and its cursor (see above)."""
+        self._live(name).live = False
+        self._metrics.buffer_unread.remove(name)
+        if self._lot:
+            self._lot.unpark_all()  # its waiters learn it is gone
+
+    def forget_consumer(self, name: str) -> None:
+        """Remove a consumer for good, registered or not: what only it needed is freed."""
+        self._check_database()
+        consumer = self._consumer(name)
+        rest = [c for n, c in self._consumers.items() if n != name]
+        head = min((c.cursor for c in rest), default=self._head)
+        dropped = self._write(None, head, {}, forget=name)
+        del self._consumers[name]
+        if consumer.live:
+            self._metrics.buffer_unread.remove(name)
+        self._head = head
+        self._index.drop(dropped)
+        if self._lot:
+            self._lot.unpark_all()
+
+    def known_consumers(self) -> tuple[str, ...]:
+        """Every consumer with a place in the spool, registered now or not."""
+        return tuple(self._consumers)
+
+    def unread(self, name: str) -> int:
+        return self._index.tail - self._live(name).cursor
+
+    def take_nowait(self, name: str, max_items: int) -> EventBatch:
+        """Hand ``name`` up to ``max_items`` unread events, oldest first; settle with commit."""
+        consumer = self._live(name)
+        if max_items < 0:
+            raise ValueError(f"max_items must be >= 0, got {max_items}.")
+        self._check_database()
+        start = consumer.cursor
+        count = min(max_items, self._index.tail - start)
+        if count <= 0:
+            return EventBatch([], [], start)
+        blobs = self._read(start, start + count)
+        types = self._index.types(start, start + count)
+        consumer.cursor += count
+        consumer.consumed += count
+        consumer.outstanding[start] = start + count
+        if start == self._head:  # it may have been the slowest consumer
+            self._head = min(c.cursor for c in self._consumers.values())
+        return EventBatch(types, blobs, start)
+
+    def commit(self, consumer: str, batch: EventBatch) -> None:
+        """``consumer`` has settled ``batch`` (delivered, or dropped and counted): persist that.
+
+        A failed write is logged and retried with the next one; until then a restart would
+        deliver the batch again, which at-least-once allows.
+        """
+        state = self._consumer(consumer)
+        if not batch or state.outstanding.pop(batch.first_sequence, None) is None:
+            return  # empty, or taken before the consumer was given back its place
+        if self._file.closed:
+            return
+        self._persist()
+
+    # ``timeout`` is Ray's name for the linger after the first event (see _buffer.py).
+    async def wait_for_batch(self, consumer: str, timeout: float) -> EventBatch:  # noqa: ASYNC109
+        """As :meth:`MultiConsumerEventBuffer.wait_for_batch`; settle what it returns."""
+        return await linger_and_take(self, self._lot, lambda: self._closed, consumer, timeout)
+
+    # ---- lifecycle and introspection ---------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Checkpoint the WAL in a worker thread until cancelled (:meth:`SpoolFile.checkpoints`).
+
+        Without it SQLite checkpoints inside a commit now and then, fsyncs included, on the
+        event loop. A checkpoint moves data; it makes no commit more or less durable.
+        """
+        await self._file.checkpoints(self._config.checkpoint_interval, task_status=task_status)
+
+    def close(self) -> None:
+        """Refuse further adds; consumers drain what is left, then get trio.EndOfChannel."""
+        self._closed = True
+        self._lot.unpark_all()
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def close_database(self) -> None:
+        """Close the file (idempotent): after the consumers are done, and after :meth:`run`."""
+        self.close()
+        self._file.close()
+
+    def __enter__(self) -> SpoolEventBuffer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close_database()
+
+    def __len__(self) -> int:
+        return self._index.tail - self._head
+
+    @property
+    def durable(self) -> bool:
+        return True
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def max_batch_size(self) -> int:
+        return self._max_batch_size
+
+    @property
+    def path(self) -> str:
+        return self._file.path
+
+    def statistics(self) -> BufferStatistics:
+        return BufferStatistics(
+            buffered=self._index.tail - self._head,
+            capacity=self._capacity,
+            max_batch_size=self._max_batch_size,
+            added=self._added,
+            evicted=self._evicted,
+            closed=self._closed,
+            tasks_waiting=len(self._lot),
+            consumers={
+                name: ConsumerStatistics(self._index.tail - c.cursor, c.consumed, c.evicted)
+                for name, c in self._consumers.items()
+                if c.live
+            },
+        )
+
+    def storage_statistics(self) -> SpoolStatistics:
+        index = self._index
+        return SpoolStatistics(
+            path=self._file.path,
+            events_on_disk=index.tail - index.start,
+            bytes_on_disk=index.size(index.start, index.tail),
+            buffered_bytes=index.size(self._head, index.tail),
+            max_bytes=self._max_bytes,
+            resumed_events=self.resumed_events,
+            next_sequence=index.tail,
+            settled={name: c.settled for name, c in self._consumers.items()},
+        )
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _consumer(self, name: str) -> _Consumer:
+        try:
+            return self._consumers[name]
+        except KeyError:
+            raise KeyError(f"No consumer named {name!r} is registered with this buffer.") from None
+
+    def _live(self, name: str) -> _Consumer:
+        consumer = self._consumers.get(name)
+        if consumer is None or not consumer.live:
+            raise KeyError(f"No consumer named {name!r} is registered with this buffer.")
+        return consumer
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("The event buffer is closed; it accepts no more events.")
+
+    def _check_database(self) -> None:
+        if self._file.closed:
+            raise trio.ClosedResourceError("The spool's database is closed.")
+
+    def _write(
+        self, chunk: Chunk | None, head: int, settled: dict[str, int], forget: str | None = None
+    ) -> int:
+        """Commit ``chunk``, the cursors that changed and the chunks no longer needed once the
+        head is ``head`` and ``settled`` overrides consumers' cursors. Returns the number of
+        leading chunks deleted, for the index to follow (:meth:`ChunkIndex.drop`)."""
+        rows: list[tuple[str, int]] = []
+        retain = head
+        alone = True  # no consumer afterwards: the head itself must be recorded
+        for name, c in self._consumers.items():
+            if name == forget:
+                continue
+            alone = False
+            cursor = settled.get(name, c.settled)
+            retain = min(retain, cursor)
+            if cursor != c.saved:
+                rows.append((name, cursor))
+        new_head = head if alone and head != self._saved_head else None
+        dropped = self._index.settled_chunks(retain)
+        delete_before = self._index.delete_before(dropped)
+        if chunk is None and not rows and forget is None and not dropped and new_head is None:
+            return 0  # nothing changed: no empty transaction
+        try:
+            self._file.write(
+                chunk=chunk, cursors=rows, forget=forget, delete_before=delete_before, head=new_head
+            )
+        except sqlite3.Error as exc:
+            raise trio.BrokenResourceError(
+                f"The spool {self._file.path!r} could not be written ({exc})."
+            ) from exc
+        for name, cursor in rows:
+            self._consumers[name].saved = cursor
+        if new_head is not None:
+            self._saved_head = new_head
+        return dropped
+
+    def _persist(self) -> None:
+        """Write the cursors that moved and free chunks; on failure, log and try next time."""
+        try:
+            dropped = self._write(None, self._head, {})
+        except trio.BrokenResourceError as exc:
+            logger.warning("%s A restart may deliver some events again.", exc)
+            return
+        self._index.drop(dropped)
+
+    def _read(self, start: int, stop: int) -> list[bytes]:
+        """The serialized events ``[start, stop)``, cut out of the chunks that hold them."""
+        try:
+            rows = self._file.read(self._index.chunk_of(start), stop)
+        except sqlite3.Error as exc:
+            raise trio.BrokenResourceError(
+                f"The spool {self._file.path!r} could not be read ({exc})."
+            ) from exc
+        blobs = self._index.cut(rows, start, stop)
+        if len(blobs) != stop - start:
+            raise trio.BrokenResourceError(
+                f"The spool {self._file.path!r} lacks some of events {start} to {stop - 1}; "
+                "something else changed it."
+            )
+        return blobs
