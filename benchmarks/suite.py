@@ -248,6 +248,62 @@ def ingest(ctx: Context) -> tuple[list[Figure], Details]:
     return [figure], details
 
 
+def _ingest_rate(ctx: Context, agent: AgentProcess, warmup: float, seconds: float) -> float:
+    argv = module(
+        "benchmarks.ingest_client",
+        "--target",
+        agent.target,
+        "flat",
+        "--streams",
+        "4",
+        "--warmup",
+        str(warmup),
+        "--seconds",
+        str(seconds),
+    )
+    rate: float = Child("ingest-client", argv, ctx.logs).last_json()["events_per_s"]
+    return rate
+
+
+def spool(ctx: Context) -> tuple[list[Figure], Details]:
+    """Ingest with the durable spool against the in-memory buffer, alternating in one run."""
+    warmup, seconds = (0.3, 0.7) if ctx.quick else (1.0, 3.0)
+    with_spool = Figure(
+        "spool_ingest",
+        "spool: AddEvents ingest with --spool (batches of 1,000)",
+        "events/s",
+        ">= 0",
+        notes=f"as the ingest figure (grpcio client, 4 streams, {seconds} s), the agent writing "
+        "each request to its SQLite spool (WAL, synchronous=normal) before replying",
+    )
+    ratio = Figure(
+        "spool_ratio",
+        "spool: ingest with the spool / without, same run",
+        "x",
+        ">= 0.5",
+        notes="memory and spool runs alternate; the ratio is taken per pair",
+    )
+    details: Details = {"runs": []}
+    with SinkProcess(ctx.logs) as sink:
+        for i in range(ctx.runs):
+            with _paused_agent(ctx, sink, 2_500_000) as agent:
+                memory_rate = _ingest_rate(ctx, agent, warmup, seconds)
+            spool_path = ctx.logs / f"spool-{i}.db"
+            for stale in ctx.logs.glob(f"spool-{i}.db*"):
+                stale.unlink()
+            sink.control("pause")
+            with AgentProcess(
+                ctx.logs, sink.url, "--buffer-size", "2500000", "--spool", str(spool_path)
+            ) as agent:
+                with_spool.load.append(_load())
+                spool_rate = _ingest_rate(ctx, agent, warmup, seconds)
+            with_spool.runs.append(spool_rate)
+            ratio.runs.append(spool_rate / memory_rate)
+            ratio.load.append(_load())
+            details["runs"].append({"memory": memory_rate, "spool": spool_rate})
+    return [with_spool, ratio], details
+
+
 def memory(ctx: Context) -> tuple[list[Figure], Details]:
     marks = (5_000, 20_000) if ctx.quick else (100_000, 1_000_000)
     warm = ctx.size(10_000, 1_000)
@@ -573,6 +629,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "recorder": recorder,
     "publish": publish,
     "ingest": ingest,
+    "spool": spool,
     "e2e": end_to_end,
     "latency": latency,
     "memory": memory,
