@@ -27,7 +27,7 @@ def test_agent_defaults_are_ray_2_60s() -> None:
     assert config.agent.on_full == "drop_oldest"
     assert config.destinations == ()
     assert config.store_path == "trio-events.db"  # no export address: keep events locally
-    assert config.store_publisher.exposable_event_types == DEFAULT_EXPOSABLE_EVENT_TYPES
+    assert config.store_publisher.exposable_event_types is None  # the local store keeps all
 
 
 def test_ray_environment_variables_configure_the_agent() -> None:
@@ -95,6 +95,9 @@ def test_flags_override_the_environment(tmp_path: Path) -> None:
     assert config.agent.on_full == "reject"
     assert config.agent.auth_token == "s3cret"
     (destination,) = config.destinations
+    assert (
+        config.store_publisher.exposable_event_types == destination.publisher.exposable_event_types
+    )
     assert destination.http.headers == (("X-Team", "infra"),)
     assert destination.http.compression == "zstd"
     assert destination.publisher.exposable_event_types == frozenset(
@@ -210,3 +213,29 @@ def test_port_in_use_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert "error: cannot start: [Errno 98] Address already in use" in result.stderr
     assert f"'127.0.0.1', {port}" in result.stderr
+
+
+def test_configuration_doc_is_generated_from_the_settings() -> None:
+    """docs/configuration.md is `python -m trio_events._settings` output: regenerate it if this fails."""
+    from trio_events._settings import configuration_markdown
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+    assert doc.read_text() == configuration_markdown() + "\n"
+
+
+def test_loadgen_takes_ray_s_recorder_variables() -> None:
+    env = {
+        "RAY_ray_events_report_interval_ms": "250",
+        "RAY_ray_event_recorder_max_queued_events": "77",
+        "RAY_task_events_shutdown_flush_timeout_ms": "3000",
+    }
+    args = build_parser(env).parse_args(["loadgen", "--target", "127.0.0.1:1", "--events", "5"])
+    assert (args.batch_interval, args.max_queued_events, args.flush_timeout) == (0.25, 77, 3.0)
+
+
+def test_an_explicitly_empty_exposable_list_exposes_nothing_as_in_ray() -> None:
+    env = {"RAY_DASHBOARD_AGGREGATOR_AGENT_EXPOSABLE_EVENT_TYPES": ""}
+    config = _agent_config(["--export-addr", "http://127.0.0.1:9/x"], env)
+    assert config.destinations[0].publisher.exposable_event_types == frozenset()
+    unset = _agent_config(["--export-addr", "http://127.0.0.1:9/x"], {})
+    assert unset.destinations[0].publisher.exposable_event_types == DEFAULT_EXPOSABLE_EVENT_TYPES

@@ -98,15 +98,15 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
     )
     exposable = (
         parse_exposable_event_types(args.exposable_event_types)
-        if args.exposable_event_types
+        if args.exposable_event_types is not None
         else DEFAULT_EXPOSABLE_EVENT_TYPES
     )
     urls: list[str] = args.export_addr if args.export_addr is not None else args.export_addr_env
 
-    def publisher(name: str) -> PublisherConfig:
+    def publisher(name: str, types: frozenset[int] | None = exposable) -> PublisherConfig:
         return PublisherConfig(
             name=name,
-            exposable_event_types=exposable,
+            exposable_event_types=types,
             preserve_proto_field_name=args.preserve_proto_field_name,
             linger=args.linger,
             max_retries=args.max_retries,
@@ -150,7 +150,11 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
         agent=agent,
         destinations=destinations,
         store_path=store_path,
-        store_publisher=publisher(STORE_CONSUMER),
+        # The local store is for looking at what arrived: it keeps every type unless the user
+        # chose a list (Ray's HTTP default hides profile, placement group, submission jobs).
+        store_publisher=publisher(
+            STORE_CONSUMER, exposable if args.exposable_event_types is not None else None
+        ),
         metrics_listen=args.metrics_listen,
         grace_period=args.grace_period,
         unhealthy_after=args.unhealthy_after,

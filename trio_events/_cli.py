@@ -107,11 +107,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "loadgen", help="drive a recorder with realistic events against an aggregator"
     )
     _loadgen.add_loadgen_arguments(p)
-    recorder_env = _settings.env_defaults(_settings.RECORDER_SETTINGS, environ)
-    renamed = {"report_interval": "batch_interval", "shutdown_flush_timeout": "flush_timeout"}
+    # loadgen's flags are the recorder settings' flags; Ray's variables supply their defaults.
     p.set_defaults(
         runner=_async(_loadgen.run_loadgen),
-        **{renamed.get(dest, dest): value for dest, value in recorder_env.items()},
+        **_settings.env_defaults(_settings.RECORDER_SETTINGS, environ),
     )
 
     p = sub.add_parser(

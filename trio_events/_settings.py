@@ -276,7 +276,7 @@ PUBLISHER_SETTINGS: tuple[Setting, ...] = (
     Setting(
         "--exposable-event-types",
         f"{_P}EXPOSABLE_EVENT_TYPES",
-        "",
+        None,  # unset: Ray's default list; set but empty: nothing is exposed (as in Ray)
         _text,
         "comma-separated event types the HTTP publishers send, or ALL",
         shown_default="Ray 2.60's list (see docs/publishing.md)",
@@ -376,7 +376,7 @@ RECORDER_SETTINGS: tuple[Setting, ...] = (
         "recorder ring capacity",
     ),
     Setting(
-        "--report-interval",
+        "--batch-interval",
         "RAY_ray_events_report_interval_ms",
         1.0,
         _ms_to_seconds,
@@ -384,12 +384,13 @@ RECORDER_SETTINGS: tuple[Setting, ...] = (
         shown_default="1 s (1000 ms)",
     ),
     Setting(
-        "--shutdown-flush-timeout",
+        "--flush-timeout",
         "RAY_task_events_shutdown_flush_timeout_ms",
-        5.0,
+        10.0,
         _ms_to_seconds,
-        "seconds to flush at shutdown (the env var is in ms)",
-        shown_default="5 s (5000 ms)",
+        "seconds to export what is left at the end (the env var is in ms; Ray's default is "
+        "5000, loadgen's own 10 s)",
+        shown_default="10 s",
     ),
 )
 
@@ -420,7 +421,7 @@ def configuration_markdown() -> str:
     sections = [
         ("trio-events agent: server and buffer", AGENT_SETTINGS),
         ("trio-events agent: HTTP publishers", PUBLISHER_SETTINGS),
-        ("trio-events loadgen / embedded recorders", RECORDER_SETTINGS),
+        ("trio-events loadgen (the recorder's settings)", RECORDER_SETTINGS),
     ]
     for title, table in sections:
         lines += [f"## {title}", "", "| flag | environment variable | default | meaning |"]
