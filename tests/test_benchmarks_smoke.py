@@ -112,7 +112,6 @@ def test_quick_run_writes_the_report(tmp_path: Path) -> None:
 
 
 def test_the_plot_of_publish_throughput(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     sweep = {
         converter: [
             {"batch_size": size, "events_per_s": rate * size / (size + 50)}

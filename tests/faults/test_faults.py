@@ -26,7 +26,6 @@ from tests.harness import (
     AgentCounters,
     LoadgenResult,
     Proc,
-    agent_flags,
     agent_process,
     check_ledger,
     collector_counts,
@@ -45,11 +44,6 @@ from tests.scripted_sink import OK, Reply, ScriptedSink
 DEADLINE = 240  # seconds for a whole scenario; a shared 2-core machine can be slow
 STEP = 60  # seconds for any one condition to come true
 LOADGEN = ("--batch-interval", "0.1", "--flush-timeout", "60")
-
-
-@functools.cache
-def spool_supported() -> bool:
-    return "--spool" in agent_flags()
 
 
 async def finish_loadgen(proc: Proc, ids: Path) -> LoadgenResult:
@@ -279,8 +273,6 @@ async def test_agent_killed_mid_stream_and_restarted(
 ) -> None:
     """SIGKILL loses what the agent held in memory, and exactly that: the acknowledged ids that
     never arrived are as many as its last /metrics showed it holding. With --spool: none."""
-    if spool and not spool_supported():
-        pytest.skip("this build's `trio-events agent` has no --spool flag yet")
     spool_args = ("--spool", str(tmp_path / "spool")) if spool else ()
     sink = ScriptedSink()
     with trio.fail_after(DEADLINE):
