@@ -226,19 +226,7 @@ def ingest(ctx: Context) -> tuple[list[Figure], Details]:
             # Room for everything a run sends (up to 500,000 events/s): no eviction is measured.
             with _paused_agent(ctx, sink, 2_500_000) as agent:
                 figure.load.append(_load())
-                argv = module(
-                    "benchmarks.ingest_client",
-                    "--target",
-                    agent.target,
-                    "flat",
-                    "--streams",
-                    "4",
-                    "--warmup",
-                    str(warmup),
-                    "--seconds",
-                    str(seconds),
-                )
-                result = Child("ingest-client", argv, ctx.logs).last_json()
+                result = _ingest_client(ctx, agent, warmup, seconds)
                 received = agent.metric("ray_aggregator_agent_events_received_total")
                 dropped = agent.metric("ray_aggregator_agent_queue_dropped_events_total")
                 if dropped:
@@ -248,7 +236,8 @@ def ingest(ctx: Context) -> tuple[list[Figure], Details]:
     return [figure], details
 
 
-def _ingest_rate(ctx: Context, agent: AgentProcess, warmup: float, seconds: float) -> float:
+def _ingest_client(ctx: Context, agent: AgentProcess, warmup: float, seconds: float) -> Details:
+    """Run the grpcio ingest client (4 streams of 1,000-event requests) against ``agent``."""
     argv = module(
         "benchmarks.ingest_client",
         "--target",
@@ -261,8 +250,8 @@ def _ingest_rate(ctx: Context, agent: AgentProcess, warmup: float, seconds: floa
         "--seconds",
         str(seconds),
     )
-    rate: float = Child("ingest-client", argv, ctx.logs).last_json()["events_per_s"]
-    return rate
+    result: Details = Child("ingest-client", argv, ctx.logs).last_json()
+    return result
 
 
 def spool(ctx: Context) -> tuple[list[Figure], Details]:
@@ -287,7 +276,7 @@ def spool(ctx: Context) -> tuple[list[Figure], Details]:
     with SinkProcess(ctx.logs) as sink:
         for i in range(ctx.runs):
             with _paused_agent(ctx, sink, 2_500_000) as agent:
-                memory_rate = _ingest_rate(ctx, agent, warmup, seconds)
+                memory_rate = _ingest_client(ctx, agent, warmup, seconds)["events_per_s"]
             spool_path = ctx.logs / f"spool-{i}.db"
             for stale in ctx.logs.glob(f"spool-{i}.db*"):
                 stale.unlink()
@@ -296,7 +285,7 @@ def spool(ctx: Context) -> tuple[list[Figure], Details]:
                 ctx.logs, sink.url, "--buffer-size", "2500000", "--spool", str(spool_path)
             ) as agent:
                 with_spool.load.append(_load())
-                spool_rate = _ingest_rate(ctx, agent, warmup, seconds)
+                spool_rate = _ingest_client(ctx, agent, warmup, seconds)["events_per_s"]
             with_spool.runs.append(spool_rate)
             ratio.runs.append(spool_rate / memory_rate)
             ratio.load.append(_load())
