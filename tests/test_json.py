@@ -465,8 +465,8 @@ def _messages(draw: Any, descriptor: Descriptor, depth: int, shape: Shape) -> Me
     if full_name == "google.protobuf.Timestamp":
         # The Timestamp class of the descriptor's own pool (ours is trio-events' private pool).
         drawn = draw(timestamps())
-        special: Message = message_factory.GetMessageClass(descriptor)(
-            seconds=drawn.seconds, nanos=drawn.nanos
+        special: Message = message_factory.GetMessageClass(descriptor).FromString(
+            drawn.SerializeToString()
         )
         return special
     if full_name == "google.protobuf.Duration":
@@ -826,7 +826,7 @@ def test_to_dict_refuses_messages_whose_json_is_not_an_object() -> None:
 
 
 def test_extensions_use_bracketed_full_names() -> None:
-    message = Legacy(count=1)
+    message = json_format.ParseDict({"count": 1}, Legacy())
     ext = LEGACY_FILE.extensions_by_name["ext_i64"]
     message.Extensions[ext] = 7
     got = CONVERTERS[False].to_dict(message)
