@@ -261,7 +261,7 @@ class AgentProcess(Child):
 
     def __init__(self, logs: Path, export_url: str, *extra: str, name: str = "agent") -> None:
         # For experiments: run the agent through a wrapper script that patches something in
-        # process and then calls trio_events._cli.main (docs/performance.md, "Proposals").
+        # process and then calls trio_events._cli._main.main (docs/performance.md, "Proposals").
         wrapper = os.environ.get("TRIO_EVENTS_BENCH_AGENT_WRAPPER")
         launcher = [PYTHON, wrapper] if wrapper else [PYTHON, "-m", "trio_events"]
         argv = [

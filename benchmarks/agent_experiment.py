@@ -44,6 +44,6 @@ def _apply(experiments: set[str]) -> None:
 
 if __name__ == "__main__":
     _apply(set(filter(None, os.environ.get("TRIO_EVENTS_EXPERIMENT", "").split(","))))
-    from trio_events._cli import main
+    from trio_events._cli._main import main
 
     sys.exit(main(sys.argv[1:]))

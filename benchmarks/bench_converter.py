@@ -1,4 +1,4 @@
-"""Throughput of the JSON conversion: trio_events._json vs protobuf's json_format path.
+"""Throughput of the JSON conversion: trio_events.agent._convert vs protobuf's json_format path.
 
 Standalone: ``PYTHONPATH=. python benchmarks/bench_converter.py [--events N] [--repeat R]`` (or
 with the package installed). Builds a realistic mix of Ray events (task definitions with a
@@ -16,7 +16,8 @@ import sys
 import time
 
 from trio_events import pb
-from trio_events._json import JsonConverter, protobuf_reference_dumps
+from trio_events.agent._convert import JsonConverter
+from trio_events.agent._convert_reference import protobuf_reference_dumps
 
 EVT = pb.RayEvent
 

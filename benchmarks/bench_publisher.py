@@ -1,7 +1,7 @@
 """Throughput of the publish path: buffer -> filter -> JSON -> HTTP POST, 1000-event batches.
 
 Standalone: ``python benchmarks/bench_publisher.py [--events N]``. Fills a buffer with realistic
-Ray events (``trio_events._realistic``, kind "mixed"), then drains it through a
+Ray events (``trio_events._cli._workload``, kind "mixed"), then drains it through a
 ``RayEventPublisher`` into (a) an in-memory ``httpx.MockTransport`` and (b) a local HTTP server on
 127.0.0.1 (``trio_events._http_server``, answering 200), once per body compression. Prints
 events/s and the time spent converting a batch, plain and cooperatively.
@@ -18,13 +18,13 @@ from typing import Literal
 import httpx
 import trio
 
-from trio_events._buffer import MultiConsumerEventBuffer
-from trio_events._http_client import HttpPublisherClient, HttpPublisherConfig
+from trio_events._cli._workload import realistic_events
 from trio_events._http_server import Request, Response, serve_http
-from trio_events._json import JsonConverter
 from trio_events._metrics import Metrics
-from trio_events._publisher import PublisherConfig, RayEventPublisher
-from trio_events._realistic import realistic_events
+from trio_events.agent._buffer import MultiConsumerEventBuffer
+from trio_events.agent._convert import JsonConverter
+from trio_events.agent._http_sink import HttpPublisherClient, HttpPublisherConfig
+from trio_events.agent._publisher import PublisherConfig, RayEventPublisher
 
 COMPRESSIONS: tuple[Literal["none", "gzip", "zstd"], ...] = ("none", "gzip", "zstd")
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from trio_events._loadgen import realistic_events
-from trio_events._recorder import RayEventRecorder, RecorderConfig
+from trio_events._cli._loadgen import realistic_events
+from trio_events.producer._recorder import RayEventRecorder, RecorderConfig
 
 if TYPE_CHECKING:
     from trio_events import pb

@@ -30,10 +30,10 @@ from typing import Any, Literal
 import trio
 
 from benchmarks.workload import request_pool
-from trio_events._agent import AgentConfig, AggregatorAgent
-from trio_events._buffer import EventBuffer, MultiConsumerEventBuffer
 from trio_events._metrics import Metrics
-from trio_events._spool import SpoolConfig, SpoolEventBuffer
+from trio_events.agent._buffer import EventBuffer, MultiConsumerEventBuffer
+from trio_events.agent._ingest import AgentConfig, AggregatorAgent
+from trio_events.agent._spool import SpoolConfig, SpoolEventBuffer
 
 
 async def _drive(

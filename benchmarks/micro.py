@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from benchmarks.workload import WINDOW, merged_events, recorder
-from trio_events._json import JsonConverter, protobuf_reference_dumps
-from trio_events._realistic import realistic_events
+from trio_events._cli._workload import realistic_events
+from trio_events.agent._convert import JsonConverter
+from trio_events.agent._convert_reference import protobuf_reference_dumps
 
 if TYPE_CHECKING:
     from trio_events import pb

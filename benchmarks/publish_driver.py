@@ -17,10 +17,10 @@ from typing import Any, Literal
 import trio
 
 from benchmarks.workload import merged_blobs
-from trio_events._buffer import MultiConsumerEventBuffer
-from trio_events._http_client import HttpPublisherClient, HttpPublisherConfig
 from trio_events._metrics import Metrics
-from trio_events._publisher import PublisherConfig, RayEventPublisher
+from trio_events.agent._buffer import MultiConsumerEventBuffer
+from trio_events.agent._http_sink import HttpPublisherClient, HttpPublisherConfig
+from trio_events.agent._publisher import PublisherConfig, RayEventPublisher
 
 
 async def drain_once(

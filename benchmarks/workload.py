@@ -1,6 +1,6 @@
 """The benchmarks' events: realistic Ray events as the aggregator receives them.
 
-:func:`trio_events._realistic.realistic_events` gives what a core worker *records* (several
+:func:`trio_events._cli._workload.realistic_events` gives what a core worker *records* (several
 partial lifecycle events per task attempt). An aggregator receives them after a recorder has
 merged each export window, so :func:`merged_events` runs the stream through a real recorder's
 ring and request builder, window by window (Ray's default ring of 10,000 events), and returns the
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from trio_events import pb
-from trio_events._realistic import realistic_events
-from trio_events._recorder import RayEventRecorder, RecorderConfig
+from trio_events._cli._workload import realistic_events
+from trio_events.producer._recorder import RayEventRecorder, RecorderConfig
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from trio_events import pb
-from trio_events._grpc_client import BackpressureError, ExportError, RetryableExportError
+from trio_events.producer._client import BackpressureError, ExportError, RetryableExportError
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -20,7 +20,7 @@ import orjson
 import trio
 
 from tests.harness import id_hex
-from trio_events._collector import decode_content
+from trio_events.store._collector import decode_content
 
 if TYPE_CHECKING:
     import ssl

@@ -19,8 +19,8 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from trio_events import pb
-from trio_events._agent import AgentConfig, AggregatorAgent, TaskMetadataStore
 from trio_events._metrics import Metrics
+from trio_events.agent._ingest import AgentConfig, AggregatorAgent, TaskMetadataStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -418,7 +418,7 @@ async def test_reject_policy_refuses_a_request_that_would_evict_unread_events() 
 async def test_without_publishers_events_are_accepted_counted_and_discarded(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="trio_events._agent")
+    caplog.set_level(logging.WARNING, logger="trio_events.agent._ingest")
     with trio.fail_after(DEADLINE):
         async with running_agent(consumers=(), publishers_enabled=False) as running:
             await grpclib_add_events(running.port, request(event(0), event(1)))

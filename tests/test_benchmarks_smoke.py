@@ -17,7 +17,8 @@ from benchmarks._harness import Figure, table
 from benchmarks.workload import merged_blobs, merged_events, request_pool
 from trio_events import pb
 from trio_events._http_server import Request
-from trio_events._json import JsonConverter, protobuf_reference_dumps
+from trio_events.agent._convert import JsonConverter
+from trio_events.agent._convert_reference import protobuf_reference_dumps
 
 
 def test_the_workload_is_merged_realistic_events() -> None:

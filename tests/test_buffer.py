@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from trio_events import pb
-from trio_events._buffer import EventBatch, MultiConsumerEventBuffer
 from trio_events._metrics import Metrics
-from trio_events._spool import SpoolConfig, SpoolEventBuffer
+from trio_events.agent._buffer import EventBatch, MultiConsumerEventBuffer
+from trio_events.agent._spool import SpoolConfig, SpoolEventBuffer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from trio_events import pb
-from trio_events._agent_cli import service_config_from_args
-from trio_events._cli import build_parser, main
-from trio_events._publisher_config import DEFAULT_EXPOSABLE_EVENT_TYPES
+from trio_events._cli._agent import service_config_from_args
+from trio_events._cli._main import build_parser, main
+from trio_events.agent._publisher_config import DEFAULT_EXPOSABLE_EVENT_TYPES
 
 
 def _agent_config(argv: list[str], environ: dict[str, str]):
@@ -216,8 +216,8 @@ def test_port_in_use_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
 
 
 def test_configuration_doc_is_generated_from_the_settings() -> None:
-    """docs/configuration.md is `python -m trio_events._settings` output: regenerate it if this fails."""
-    from trio_events._settings import configuration_markdown
+    """docs/configuration.md is `python -m trio_events._cli._settings` output: regenerate it if this fails."""
+    from trio_events._cli._settings import configuration_markdown
 
     doc = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
     assert doc.read_text() == configuration_markdown() + "\n"

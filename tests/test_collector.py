@@ -11,9 +11,9 @@ import trio
 import zstandard
 
 from tests import ray_event_samples as s
-from trio_events._collector import Collector, CollectorConfig, CollectorStatistics
-from trio_events._query import counts, failed_tasks, timeline
-from trio_events._sink_cli import add_collect_arguments, run_collect
+from trio_events._cli._sink import add_collect_arguments, run_collect
+from trio_events.store._collector import Collector, CollectorConfig, CollectorStatistics
+from trio_events.store._query import counts, failed_tasks, timeline
 
 DEADLINE = 10
 TS = "2025-09-03T18:52:14.467290Z"

@@ -7,7 +7,7 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from trio_events import pb
-from trio_events._event_base import RayEventBase
+from trio_events.producer._event_base import RayEventBase
 
 
 def _compile_my_new_event() -> Any:

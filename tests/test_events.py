@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_events import pb
-from trio_events._events import (
+from trio_events.producer._events import (
     EVENT_CLASSES,
     RayActorDefinitionEvent,
     RayActorLifecycleEvent,
@@ -29,7 +29,7 @@ from trio_events._events import (
 )
 
 if TYPE_CHECKING:
-    from trio_events._event_base import RayEventBase
+    from trio_events.producer._event_base import RayEventBase
 
 TASK_ID = bytes(range(24))
 T0 = 1_750_000_000_123_456_789

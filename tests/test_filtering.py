@@ -7,7 +7,10 @@ import re
 import pytest
 
 from trio_events import pb
-from trio_events._filtering import DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES, parse_exposable_event_types
+from trio_events.agent._filtering import (
+    DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES,
+    parse_exposable_event_types,
+)
 
 
 @pytest.mark.parametrize("value", ["ALL", "all", "All", " ALL "])

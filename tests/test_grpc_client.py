@@ -10,8 +10,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from tests.fake_aggregator import FakeAggregator, blocking_hook, serve
 from trio_events import pb
 from trio_events._bridge import asyncio_loop, run_asyncio
-from trio_events._events import RayDriverJobLifecycleEvent
-from trio_events._grpc_client import (
+from trio_events.producer._client import (
     BackpressureError,
     EventAggregatorClient,
     ExportError,
@@ -19,7 +18,8 @@ from trio_events._grpc_client import (
     classify,
     parse_target,
 )
-from trio_events._recorder import RecorderConfig, open_recorder
+from trio_events.producer._events import RayDriverJobLifecycleEvent
+from trio_events.producer._recorder import RecorderConfig, open_recorder
 
 DEADLINE = 10  # seconds; every I/O test runs under it
 JOB = b"\x01\x00\x00\x00"

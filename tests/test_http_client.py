@@ -16,12 +16,12 @@ import trio
 import trustme
 import zstandard
 
-from trio_events._http_client import (
+from trio_events.agent._http_sink import (
     COMPRESS_IN_THREAD_BYTES,
     HttpPublisherClient,
     HttpPublisherConfig,
 )
-from trio_events._retry import Outcome
+from trio_events.agent._sink import Outcome
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -37,7 +37,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trio_events import pb
-from trio_events._json import JsonConverter, chunked, protobuf_reference_dumps
+from trio_events.agent._convert import JsonConverter, chunked
+from trio_events.agent._convert_reference import protobuf_reference_dumps
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message

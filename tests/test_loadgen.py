@@ -13,13 +13,13 @@ import trio
 from tests.fake_aggregator import FakeAggregator, serve
 from tests.fake_client import FakeClient
 from trio_events import pb
-from trio_events._loadgen import (
+from trio_events._cli._loadgen import (
     _show_progress,
     add_loadgen_arguments,
     realistic_events,
     run_loadgen,
 )
-from trio_events._recorder import RayEventRecorder, RecorderConfig
+from trio_events.producer._recorder import RayEventRecorder, RecorderConfig
 
 SUMMARY = re.compile(
     r"^loadgen: events=(\d+) exported=(\d+) dropped=(\d+) failures=(\d+) "

@@ -14,17 +14,17 @@ import trio
 import trio.testing
 
 from trio_events import pb
-from trio_events._buffer import MultiConsumerEventBuffer
-from trio_events._http_client import HttpPublisherClient, HttpPublisherConfig
-from trio_events._json import protobuf_reference_dumps
 from trio_events._metrics import Metrics
-from trio_events._publisher import (
+from trio_events.agent._buffer import MultiConsumerEventBuffer
+from trio_events.agent._convert_reference import protobuf_reference_dumps
+from trio_events.agent._http_sink import HttpPublisherClient, HttpPublisherConfig
+from trio_events.agent._publisher import (
     DEFAULT_EXPOSABLE_EVENT_TYPES,
     PublisherConfig,
     PublisherStatistics,
     RayEventPublisher,
 )
-from trio_events._retry import Outcome, PublishOutcome
+from trio_events.agent._sink import Outcome, PublishOutcome
 
 E = pb.RayEvent
 NAME = "http_service"

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from tests import ray_event_samples as s
-from trio_events._query import (
+from trio_events._cli._sink import add_query_arguments, run_query
+from trio_events.store._query import (
     counts,
     failed_tasks,
     format_counts,
@@ -19,8 +20,7 @@ from trio_events._query import (
     timeline,
     to_json,
 )
-from trio_events._sink_cli import add_query_arguments, run_query
-from trio_events._store import EventStore
+from trio_events.store._sqlite import EventStore
 
 T = "2025-10-24T21:12:1{}.{}Z"  # T.format(second digit, fraction)
 TRACEBACK = (

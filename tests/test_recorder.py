@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from tests.fake_client import FakeClient
 from trio_events import pb
-from trio_events._event_base import RayEventBase
-from trio_events._events import (
+from trio_events._metrics import Metrics
+from trio_events.producer._client import BackpressureError
+from trio_events.producer._event_base import RayEventBase
+from trio_events.producer._events import (
     RayActorDefinitionEvent,
     RayActorLifecycleEvent,
     RayDriverJobDefinitionEvent,
@@ -21,9 +23,7 @@ from trio_events._events import (
     RayTaskDefinitionEvent,
     RayTaskLifecycleEvent,
 )
-from trio_events._grpc_client import BackpressureError
-from trio_events._metrics import Metrics
-from trio_events._recorder import RayEventRecorder, RecorderConfig, backoff_delay
+from trio_events.producer._recorder import RayEventRecorder, RecorderConfig, backoff_delay
 
 NODE = b"N" * 28
 JOB = b"\x01\x00\x00\x00"

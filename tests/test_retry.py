@@ -9,10 +9,7 @@ import ssl
 import httpx
 import pytest
 
-from trio_events._retry import (
-    DETAIL_LIMIT,
-    Outcome,
-    PublishOutcome,
+from trio_events.agent._retry import (
     backoff_delays,
     classify,
     classify_status,
@@ -21,6 +18,7 @@ from trio_events._retry import (
     outcome_of_response,
     parse_retry_after,
 )
+from trio_events.agent._sink import DETAIL_LIMIT, Outcome, PublishOutcome
 
 # --- backoff ------------------------------------------------------------------------------------
 

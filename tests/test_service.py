@@ -12,14 +12,14 @@ import pytest
 import trio
 
 from trio_events import pb
-from trio_events._agent import AgentConfig
-from trio_events._http_client import HttpPublisherConfig
+from trio_events._cli._workload import realistic_events
 from trio_events._http_server import Request, Response, serve_http
-from trio_events._publisher import PublisherConfig
-from trio_events._query import counts
-from trio_events._realistic import realistic_events
-from trio_events._recorder import RecorderConfig, open_recorder
-from trio_events._service import AgentService, Destination, ServiceConfig
+from trio_events.agent._http_sink import HttpPublisherConfig
+from trio_events.agent._ingest import AgentConfig
+from trio_events.agent._publisher import PublisherConfig
+from trio_events.agent._service import AgentService, Destination, ServiceConfig
+from trio_events.producer._recorder import RecorderConfig, open_recorder
+from trio_events.store._query import counts
 
 DEADLINE = 30
 

@@ -28,18 +28,18 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from tests.test_buffer import EVENT_TYPES, NAMES, BufferMachine, blob
 from trio_events import pb
-from trio_events._agent import AgentConfig, AggregatorAgent
 from trio_events._bridge import asyncio_loop
-from trio_events._buffer import EventBatch
-from trio_events._grpc_client import EventAggregatorClient
-from trio_events._http_client import HttpPublisherConfig
 from trio_events._http_server import Request, Response, serve_http
 from trio_events._metrics import Metrics
-from trio_events._publisher import PublisherConfig, RayEventPublisher
-from trio_events._retry import Outcome, PublishOutcome
-from trio_events._service import AgentService, Destination, ServiceConfig
-from trio_events._spool import SpoolConfig, SpoolEventBuffer
-from trio_events._spool_db import SCHEMA_VERSION
+from trio_events.agent._buffer import EventBatch
+from trio_events.agent._http_sink import HttpPublisherConfig
+from trio_events.agent._ingest import AgentConfig, AggregatorAgent
+from trio_events.agent._publisher import PublisherConfig, RayEventPublisher
+from trio_events.agent._service import AgentService, Destination, ServiceConfig
+from trio_events.agent._sink import Outcome, PublishOutcome
+from trio_events.agent._spool import SpoolConfig, SpoolEventBuffer
+from trio_events.agent._spool_db import SCHEMA_VERSION
+from trio_events.producer._client import EventAggregatorClient
 
 TASK = 2
 DEADLINE = 30  # seconds, for the tests with sockets
@@ -675,8 +675,8 @@ def test_the_spool_and_the_store_cannot_share_a_file() -> None:
 
 
 def test_the_agent_command_line_configures_the_spool() -> None:
-    from trio_events._agent_cli import service_config_from_args
-    from trio_events._cli import build_parser
+    from trio_events._cli._agent import service_config_from_args
+    from trio_events._cli._main import build_parser
 
     def config(argv: list[str], environ: dict[str, str]) -> ServiceConfig:
         args = build_parser(environ).parse_args(["agent", *argv])
@@ -694,7 +694,7 @@ def test_the_agent_command_line_configures_the_spool() -> None:
 def test_the_service_forgets_cursors_no_publisher_will_use(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from trio_events._service import _forget_stale_consumers
+    from trio_events.agent._service import _forget_stale_consumers
 
     with open_spool(tmp_path / "s.spool") as spool:
         spool.register_consumer("http_service")

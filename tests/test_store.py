@@ -9,8 +9,8 @@ import pytest
 import trio
 
 from tests import ray_event_samples as s
-from trio_events._ray_json import entity_of, id_candidates, timestamp_ns
-from trio_events._store import EventStore, InvalidEventError, connect_read_only
+from trio_events.store._ray_json import entity_of, id_candidates, timestamp_ns
+from trio_events.store._sqlite import EventStore, InvalidEventError, connect_read_only
 
 TS = "2025-06-30T16:50:30.130457542Z"
 

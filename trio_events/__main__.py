@@ -1,5 +1,5 @@
 import sys
 
-from trio_events._cli import main
+from trio_events._cli._main import main
 
 sys.exit(main())

@@ -30,7 +30,7 @@ from tests.harness import (
     tracebacks,
 )
 from trio_events import pb
-from trio_events._realistic import realistic_events
+from trio_events._cli._workload import realistic_events
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

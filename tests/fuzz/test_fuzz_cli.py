@@ -33,9 +33,10 @@ from hypothesis import strategies as st
 
 from tests.fuzz.conftest import FUZZ, Tally
 from tests.harness import clean_env, command
-from trio_events import _cli, _loadgen, _settings
-from trio_events._agent_cli import EXPORT_ADDR_ENV
-from trio_events._store import EventStore
+from trio_events._cli import _loadgen, _settings
+from trio_events._cli import _main as _cli
+from trio_events._cli._agent import EXPORT_ADDR_ENV
+from trio_events.store._sqlite import EventStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tests.interop._harness import Workload, wait_until
-from trio_events._query import Timeline, counts, failed_tasks, timeline
-from trio_events._ray_json import id_hex
-from trio_events._store import connect_read_only
+from trio_events.store._query import Timeline, counts, failed_tasks, timeline
+from trio_events.store._ray_json import id_hex
+from trio_events.store._sqlite import connect_read_only
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

@@ -31,7 +31,7 @@ from tests.interop._harness import (
     start_collector,
     wait_until,
 )
-from trio_events._query import counts, format_counts, timeline
+from trio_events.store._query import counts, format_counts, timeline
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

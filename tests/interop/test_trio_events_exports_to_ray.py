@@ -37,9 +37,9 @@ from tests.interop._harness import (
     wait_until,
 )
 from trio_events import pb
-from trio_events._json import JsonConverter
-from trio_events._query import counts, format_counts
-from trio_events._store import connect_read_only
+from trio_events.agent._convert import JsonConverter
+from trio_events.store._query import counts, format_counts
+from trio_events.store._sqlite import connect_read_only
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

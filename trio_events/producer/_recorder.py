@@ -20,20 +20,20 @@ import trio
 
 from trio_events import pb
 from trio_events._bridge import asyncio_loop
-from trio_events._grpc_client import (
+from trio_events._metrics import Metrics
+from trio_events.producer._client import (
     AddEventsClient,
     EventAggregatorClient,
     ExportError,
     RetryableExportError,
 )
-from trio_events._metrics import Metrics
-from trio_events._recorder_ring import EventRing, ExportBatch, RecorderStatistics
+from trio_events.producer._ring import EventRing, ExportBatch, RecorderStatistics
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
     from types import TracebackType
 
-    from trio_events._event_base import RayEventBase
+    from trio_events.producer._event_base import RayEventBase
 
 _log = logging.getLogger("trio_events.recorder")
 # Closing a client is local work; the bound only guards against one that misbehaves.

@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING, TextIO, final
 import trio
 import trio.lowlevel
 
-from trio_events._grpc_client import EventAggregatorClient
-from trio_events._realistic import KINDS, realistic_events
-from trio_events._recorder import RayEventRecorder, RecorderConfig
+from trio_events._cli._workload import KINDS, realistic_events
+from trio_events.producer._client import EventAggregatorClient
+from trio_events.producer._recorder import RayEventRecorder, RecorderConfig
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from trio_events import pb
-    from trio_events._event_base import RayEventBase
-    from trio_events._grpc_client import AddEventsClient
+    from trio_events.producer._client import AddEventsClient
+    from trio_events.producer._event_base import RayEventBase
 
 __all__ = ["add_loadgen_arguments", "realistic_events", "run_loadgen"]
 

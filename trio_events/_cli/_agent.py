@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from trio_events._agent import AgentConfig
-from trio_events._filtering import parse_exposable_event_types
-from trio_events._http_client import HttpPublisherConfig
-from trio_events._publisher_config import DEFAULT_EXPOSABLE_EVENT_TYPES, PublisherConfig
-from trio_events._service import STORE_CONSUMER, AgentService, Destination, ServiceConfig
-from trio_events._settings import AGENT_SETTINGS, PUBLISHER_SETTINGS, add_settings, read_secret
-from trio_events._spool import SpoolConfig
+from trio_events._cli._settings import AGENT_SETTINGS, PUBLISHER_SETTINGS, add_settings, read_secret
+from trio_events.agent._filtering import parse_exposable_event_types
+from trio_events.agent._http_sink import HttpPublisherConfig
+from trio_events.agent._ingest import AgentConfig
+from trio_events.agent._publisher_config import DEFAULT_EXPOSABLE_EVENT_TYPES, PublisherConfig
+from trio_events.agent._service import STORE_CONSUMER, AgentService, Destination, ServiceConfig
+from trio_events.agent._spool import SpoolConfig
 
 if TYPE_CHECKING:
     import argparse

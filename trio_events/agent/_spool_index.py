@@ -1,6 +1,6 @@
 """The spool's index in memory: what its file holds, by sequence number, without the events.
 
-The file holds chunks (one per AddEvents request, :mod:`trio_events._spool_db`). Memory holds,
+The file holds chunks (one per AddEvents request, :mod:`trio_events.agent._spool_db`). Memory holds,
 for every stored event, its type (evictions are charged by type, as Ray's metric is) and the
 number of bytes stored before it (for the byte bound, and to cut a chunk's data into events):
 12 bytes per event, so a spool can be much larger than the memory the agent may use.

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Final, Literal, Protocol, final
+from typing import Final, Literal, final
 
 import attrs
 
-from trio_events._filtering import DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES, parse_exposable_event_types
-from trio_events._json import DEFAULT_CHUNK_SIZE
-
-if TYPE_CHECKING:
-    from trio_events._retry import PublishOutcome
+from trio_events.agent._convert import DEFAULT_CHUNK_SIZE
+from trio_events.agent._filtering import (
+    DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES,
+    parse_exposable_event_types,
+)
 
 __all__ = [
     "DEFAULT_EXPOSABLE_EVENT_TYPES",
-    "PublishClient",
     "PublisherConfig",
     "PublisherStatistics",
 ]
@@ -29,16 +28,6 @@ def _default_exposable_event_types() -> frozenset[int]:
 
 #: Ray 2.60's HTTP default: everything but TASK_PROFILE_EVENT, placement groups, submission jobs.
 DEFAULT_EXPOSABLE_EVENT_TYPES: Final = _default_exposable_event_types()
-
-
-class PublishClient(Protocol):
-    """What a publisher needs from its destination (HttpPublisherClient, or a test fake)."""
-
-    async def publish(self, body: bytes) -> PublishOutcome:
-        """Send one JSON array body once; report the outcome instead of raising."""
-        ...
-
-    async def aclose(self) -> None: ...
 
 
 def _check(config: PublisherConfig) -> None:

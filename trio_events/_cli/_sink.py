@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._collector import Collector, CollectorConfig
-from ._http_server import DEFAULT_MAX_BODY_BYTES
-from ._query import (
+from trio_events._http_server import DEFAULT_MAX_BODY_BYTES
+from trio_events.store._collector import Collector, CollectorConfig
+from trio_events.store._query import (
     counts,
     failed_tasks,
     format_counts,

@@ -18,7 +18,7 @@ from typing import Final, final
 import attrs
 import orjson
 
-from ._ray_json import (
+from trio_events.store._ray_json import (
     ENTITY_KINDS,
     JsonObject,
     child,
@@ -31,7 +31,7 @@ from ._ray_json import (
     text,
     timestamp_ns,
 )
-from ._store import connect_read_only
+from trio_events.store._sqlite import connect_read_only
 
 StorePath = str | os.PathLike[str]
 

@@ -24,7 +24,7 @@ from typing import Final, Self, final
 import orjson
 import trio
 
-from ._ray_json import (
+from trio_events.store._ray_json import (
     JsonObject,
     children,
     decode_b64,

@@ -20,8 +20,8 @@ from typing import Any, ClassVar, final
 from google.protobuf.message import Message
 
 from trio_events import pb
-from trio_events._coerce import fill_message
-from trio_events._event_base import RayEventBase
+from trio_events.producer._coerce import fill_message
+from trio_events.producer._event_base import RayEventBase
 
 _E = pb.RayEvent
 _ATTEMPT_BYTES = 4  # fixed width, so task id + attempt is unambiguous for any task id length

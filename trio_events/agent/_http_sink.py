@@ -4,7 +4,7 @@ Compared with Ray's ``AsyncHttpPublisherClient`` (aiohttp, total timeout 3 s, no
 compression, certifi trust store): the same body and ``Content-Type: application/json``, plus
 optional gzip or zstd ``Content-Encoding``, extra headers, a bearer token (never logged, never in
 a repr) and TLS verification against a CA bundle. Every attempt ends in a classified
-:class:`~trio_events._retry.PublishOutcome`; exceptions from httpx are mapped in exactly one
+:class:`~trio_events.agent._retry.PublishOutcome`; exceptions from httpx are mapped in exactly one
 place, :meth:`HttpPublisherClient.publish`. Retrying is the publisher's job, not the client's.
 
 httpx runs on trio through its trio backend; this module uses trio's APIs directly. The
@@ -26,13 +26,12 @@ import httpx
 import trio
 import zstandard
 
-from trio_events._retry import (
-    Outcome,
-    PublishOutcome,
+from trio_events.agent._retry import (
     http_date_timestamp,
     outcome_of_exception,
     outcome_of_response,
 )
+from trio_events.agent._sink import Outcome, PublishOutcome
 
 if TYPE_CHECKING:
     from types import TracebackType

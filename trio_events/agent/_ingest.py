@@ -27,8 +27,8 @@ from grpclib.exceptions import GRPCError
 
 from trio_events import pb
 from trio_events._bridge import asyncio_loop, run_asyncio
-from trio_events._buffer import EventBuffer, MultiConsumerEventBuffer
-from trio_events._grpc_server import GrpcServer, recv_raw_message
+from trio_events.agent._buffer import EventBuffer, MultiConsumerEventBuffer
+from trio_events.agent._grpc_server import GrpcServer, recv_raw_message
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence

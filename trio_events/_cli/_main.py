@@ -16,7 +16,7 @@ import orjson
 import trio
 
 from trio_events import __version__, pb
-from trio_events._events import EVENT_CLASSES
+from trio_events.producer._events import EVENT_CLASSES
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -84,7 +84,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p = sub.add_parser("event-types", help="list the event types this build knows")
     p.set_defaults(runner=_cmd_event_types)
 
-    from trio_events import _agent_cli, _demo, _loadgen, _settings, _sink_cli
+    from trio_events._cli import _agent as _agent_cli
+    from trio_events._cli import _demo, _loadgen, _settings
+    from trio_events._cli import _sink as _sink_cli
 
     p = sub.add_parser(
         "demo", help="run collector, agent and recorder workloads together and show the result"

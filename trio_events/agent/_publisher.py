@@ -31,18 +31,19 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from trio_events import pb
-from trio_events._json import JsonConverter, ProtobufReferenceConverter
-from trio_events._publisher_config import (
+from trio_events.agent._convert import JsonConverter
+from trio_events.agent._convert_reference import ProtobufReferenceConverter
+from trio_events.agent._publisher_config import (
     DEFAULT_EXPOSABLE_EVENT_TYPES,
-    PublishClient,
     PublisherConfig,
     PublisherStatistics,
 )
-from trio_events._retry import Outcome, PublishOutcome, backoff_delays
+from trio_events.agent._retry import backoff_delays
+from trio_events.agent._sink import Outcome, PublishClient, PublishOutcome
 
 if TYPE_CHECKING:
-    from trio_events._buffer import EventBatch, EventBuffer
     from trio_events._metrics import Metrics
+    from trio_events.agent._buffer import EventBatch, EventBuffer
 
 __all__ = [
     "DEFAULT_EXPOSABLE_EVENT_TYPES",

@@ -28,21 +28,19 @@ from __future__ import annotations
 
 import datetime
 import email.utils
-import enum
 import random
 import re
 import ssl
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final
 
-import attrs
 import httpx
+
+from trio_events.agent._sink import Outcome, PublishOutcome
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = [
-    "Outcome",
-    "PublishOutcome",
     "backoff_delays",
     "classify",
     "classify_status",
@@ -55,8 +53,6 @@ __all__ = [
 # Ray caps the exponent so the float never overflows however long a sink stays down.
 _MAX_EXPONENT: Final = 30
 _DELAY_SECONDS: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-#: Longest detail (server body snippet or exception text) kept for logs.
-DETAIL_LIMIT: Final = 200
 
 
 def backoff_delays(
@@ -82,12 +78,6 @@ def backoff_delays(
         if jitter:
             delay = rng.uniform(delay * (1 - jitter), delay * (1 + jitter))
         yield max(0.0, delay)
-
-
-class Outcome(enum.Enum):
-    SUCCESS = "success"
-    RETRYABLE = "retryable"
-    PERMANENT = "permanent"
 
 
 def classify_status(status: int) -> Outcome:
@@ -180,38 +170,6 @@ def http_date_timestamp(text: str) -> float | None:
     if when.tzinfo is None:  # a "-0000" zone parses as naive; HTTP-dates are always GMT
         when = when.replace(tzinfo=datetime.UTC)
     return when.timestamp()
-
-
-def _shorten(text: str) -> str:
-    # One line, bounded: a 5xx page can be megabytes of HTML.
-    text = " ".join(text.split())
-    return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 3] + "..."
-
-
-@final
-@attrs.frozen
-class PublishOutcome:
-    """What one publish attempt came to, as a publisher client reports it.
-
-    ``reason`` is short and stable enough for logs and metric labels: ``http_<status>`` when
-    the server answered, else ``timeout``, ``connect_error``, ``tls_certificate``... ``detail``
-    is a snippet of the server's answer or the exception's message, at most ``DETAIL_LIMIT``
-    characters (never request headers, so never a token).
-    """
-
-    outcome: Outcome
-    reason: str
-    status: int | None = None
-    retry_after: float | None = None
-    detail: str = attrs.field(default="", converter=_shorten)
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is Outcome.SUCCESS
-
-    @property
-    def retryable(self) -> bool:
-        return self.outcome is Outcome.RETRYABLE
 
 
 def outcome_of_response(

@@ -1,6 +1,6 @@
 """The spool's SQLite file: configuration, schema, the one write transaction, reads, checkpoints.
 
-:class:`~trio_events._spool.SpoolEventBuffer` keeps the buffer's logic; this module is only the
+:class:`~trio_events.agent.SpoolEventBuffer` keeps the buffer's logic; this module is only the
 file. One row of ``chunks`` holds the events of one AddEvents request (those that were kept), as
 one concatenated blob plus their event types and sizes: writing one 180 KB row is several times
 cheaper than 1,000 small ones, and the buffer reads whole batches anyway. ``cursors`` holds, per

@@ -22,8 +22,8 @@ import orjson
 import trio
 import zstandard
 
-from ._http_server import DEFAULT_MAX_BODY_BYTES, Request, Response, serve_http
-from ._store import EventStore, InvalidEventError
+from trio_events._http_server import DEFAULT_MAX_BODY_BYTES, Request, Response, serve_http
+from trio_events.store._sqlite import EventStore, InvalidEventError
 
 # zstd can expand about 32768-fold (an RLE block: 4 bytes in, 128 KiB out), and its streaming
 # decompressor has no output limit, so input is fed in pieces small enough that one piece cannot

@@ -19,7 +19,8 @@ import time
 from typing import TYPE_CHECKING, final
 
 from trio_events import pb
-from trio_events._events import (
+from trio_events._proto.src.ray.protobuf import common_pb2
+from trio_events.producer._events import (
     RayActorDefinitionEvent,
     RayActorLifecycleEvent,
     RayActorTaskDefinitionEvent,
@@ -32,12 +33,11 @@ from trio_events._events import (
     RayWorkerDefinitionEvent,
     RayWorkerLifecycleEvent,
 )
-from trio_events._proto.src.ray.protobuf import common_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from trio_events._event_base import RayEventBase
+    from trio_events.producer._event_base import RayEventBase
 
 #: The kinds :func:`realistic_events` understands.
 KINDS = ("mixed", "lifecycle")

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, final
 
 import attrs
 
-from trio_events._event_base import RayEventBase
+from trio_events.producer._event_base import RayEventBase
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from prometheus_client import Counter
 
-    from trio_events._grpc_client import ExportError
     from trio_events._metrics import Metrics
+    from trio_events.producer._client import ExportError
 
 _log = logging.getLogger("trio_events.recorder")
 

@@ -12,8 +12,8 @@ from typing import final
 
 import orjson
 
-from trio_events._retry import Outcome, PublishOutcome
-from trio_events._store import EventStore, InvalidEventError
+from trio_events.agent._sink import Outcome, PublishOutcome
+from trio_events.store._sqlite import EventStore, InvalidEventError
 
 _OK = PublishOutcome(Outcome.SUCCESS, "stored")
 

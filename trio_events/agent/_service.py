@@ -31,19 +31,19 @@ import orjson
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from trio_events._agent import AgentConfig, AggregatorAgent
 from trio_events._bridge import asyncio_loop
-from trio_events._buffer import EventBuffer, MultiConsumerEventBuffer
-from trio_events._http_client import HttpPublisherClient, HttpPublisherConfig
 from trio_events._http_server import Request, Response, serve_http
 from trio_events._metrics import Metrics
-from trio_events._publisher import PublisherConfig, PublisherStatistics, RayEventPublisher
-from trio_events._spool import SpoolConfig, SpoolEventBuffer
-from trio_events._store import EventStore
-from trio_events._store_client import StorePublishClient
+from trio_events.agent._buffer import EventBuffer, MultiConsumerEventBuffer
+from trio_events.agent._http_sink import HttpPublisherClient, HttpPublisherConfig
+from trio_events.agent._ingest import AgentConfig, AggregatorAgent
+from trio_events.agent._publisher import PublisherConfig, PublisherStatistics, RayEventPublisher
+from trio_events.agent._spool import SpoolConfig, SpoolEventBuffer
+from trio_events.agent._store_sink import StorePublishClient
+from trio_events.store._sqlite import EventStore
 
 if TYPE_CHECKING:
-    from trio_events._publisher_config import PublishClient
+    from trio_events.agent._sink import PublishClient
 
 logger = logging.getLogger("trio_events.agent")
 

@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
-from trio_events._buffer import (
+from trio_events._metrics import Metrics
+from trio_events.agent._buffer import (
     BufferStatistics,
     ConsumerStatistics,
     EventBatch,
     event_type_label,
     linger_and_take,
 )
-from trio_events._metrics import Metrics
-from trio_events._spool_db import SpoolConfig, SpoolFile, SpoolStatistics, logger
-from trio_events._spool_index import ChunkIndex
+from trio_events.agent._spool_db import SpoolConfig, SpoolFile, SpoolStatistics, logger
+from trio_events.agent._spool_index import ChunkIndex
 
 __all__ = ["SpoolConfig", "SpoolEventBuffer", "SpoolStatistics"]
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from collections import Counter
     from collections.abc import Sequence
 
-    from trio_events._spool_db import Chunk
+    from trio_events.agent._spool_db import Chunk
 
 
 class _Consumer:
@@ -60,7 +60,7 @@ class _Consumer:
 
 @final
 class SpoolEventBuffer:
-    """A :class:`~trio_events._buffer.EventBuffer` in an SQLite file (see the module docstring).
+    """A :class:`~trio_events.agent.EventBuffer` in an SQLite file (see the module docstring).
 
     Opening reads the file's index (types and sizes, not the events), which takes a moment for
     a large spool; from trio use ``await trio.to_thread.run_sync(SpoolEventBuffer, config)``.

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from trio_events import pb
-from trio_events._coerce import enum_number, fill_message, set_timestamp, timestamp_ns
+from trio_events.producer._coerce import enum_number, fill_message, set_timestamp, timestamp_ns
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
