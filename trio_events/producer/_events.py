@@ -3,10 +3,13 @@
 - Definition events keep the first and ignore later duplicates.
 - Lifecycle events append the other event's state transitions, in order.
 - Task lifecycle events also take the other's scalar properties (error info, node and worker ids,
-  pid, debugger flag, log info, ...) last-writer-wins, as Ray's ``AppendTaskLifecycleUpdate``.
+  pid, debugger flag, ...) last-writer-wins, as Ray's ``AppendTaskLifecycleUpdate``; the log info
+  is combined field by field (its fields are all proto3 ``optional``), so a log-files update and
+  a later end-offsets update of one attempt keep both.
 - Worker lifecycle fills ``job_id`` if still empty, then appends transitions.
 - Task profile events append profile entries.
-- Platform events are never merged (Ray's ``PythonRayEvent``).
+- Platform and submission-job events are never merged: Ray 2.60 creates them only in Python
+  (``InternalEventBuilder`` -> ``CreatePythonRayEvent``), and a ``PythonRayEvent`` does not merge.
 
 Lifecycle constructors take one transition as keywords (``state="RUNNING"`` plus the
 transition's other fields; its timestamp is the event's) or several as ``transitions=[...]``.
@@ -154,6 +157,10 @@ class RayTaskLifecycleEvent(_TaskAttemptEvent, _LifecycleEvent):
         for fd, value in other.ListFields():
             if fd.name == "state_transitions":
                 mine.state_transitions.extend(value)
+            elif fd.name == "task_log_info":
+                # Every TaskLogInfo field has presence: a later update sets only what it knows
+                # (e.g. the end offsets), so merging keeps the earlier files and start offsets.
+                mine.task_log_info.MergeFrom(value)
             elif fd.message_type is not None:
                 getattr(mine, fd.name).CopyFrom(value)
             else:
@@ -288,7 +295,11 @@ class RayPlacementGroupLifecycleEvent(_LifecycleEvent):
 
 @final
 class RaySubmissionJobDefinitionEvent(_SingleIdEvent):
-    """SUBMISSION_JOB_DEFINITION_EVENT (entity: submission id, a string)."""
+    """SUBMISSION_JOB_DEFINITION_EVENT (entity: submission id, a string); never merged.
+
+    Ray 2.60 builds it in Python (``CreatePythonRayEvent``), and Python-created events are never
+    grouped: two definitions of one submission id are both exported.
+    """
 
     __slots__ = ()
     EVENT_TYPE = _E.SUBMISSION_JOB_DEFINITION_EVENT
@@ -297,11 +308,12 @@ class RaySubmissionJobDefinitionEvent(_SingleIdEvent):
     DEFAULT_SOURCE_TYPE = _E.JOBS
     ENTITY_FIELD = "submission_id"
     REQUIRED_FIELDS = ("submission_id",)
+    SUPPORTS_MERGE = False
 
 
 @final
 class RaySubmissionJobLifecycleEvent(_LifecycleEvent):
-    """SUBMISSION_JOB_LIFECYCLE_EVENT (entity: submission id).
+    """SUBMISSION_JOB_LIFECYCLE_EVENT (entity: submission id); never merged, like the definition.
 
     The transition's own ``message`` field is passed as ``state_message=`` because ``message``
     is the event's base field.
@@ -314,6 +326,7 @@ class RaySubmissionJobLifecycleEvent(_LifecycleEvent):
     DEFAULT_SOURCE_TYPE = _E.JOBS
     ENTITY_FIELD = "submission_id"
     REQUIRED_FIELDS = ("submission_id",)
+    SUPPORTS_MERGE = False
     TRANSITION_ALIASES = {"state_message": "message"}
 
 
