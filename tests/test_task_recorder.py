@@ -105,9 +105,10 @@ async def test_status_ring_overflow_reports_dropped_attempts() -> None:
     assert dropped_attempts(request) == [(task(0), 0), (task(1), 0)]
     stats = recorder.statistics()
     assert stats.dropped_by_reason == {"buffer_full": 2}
-    assert metrics.value(
-        "ray_event_recorder_dropped_events_total", {**SRC, "reason": "buffer_full"}
-    ) == 2
+    assert (
+        metrics.value("ray_event_recorder_dropped_events_total", {**SRC, "reason": "buffer_full"})
+        == 2
+    )
     task_stats = recorder.task_statistics()
     assert (task_stats.attempts_marked_dropped, task_stats.attempts_reported) == (2, 2)
     assert task_stats.attempts_pending == 0
