@@ -6,6 +6,7 @@ AddEvents calls fail (``"unavailable"``, ``"status"`` for an OK reply with a non
 
 from __future__ import annotations
 
+import socket
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -87,10 +88,10 @@ async def running_gcs() -> AsyncIterator[FakeGcs]:
     gcs = FakeGcs()
     async with asyncio_loop():
         server = Server([_Export(gcs), _Kv(gcs)])
-        await run_asyncio(server.start, "127.0.0.1", 0)
+        sock = socket.create_server(("127.0.0.1", 0))
+        gcs.port = sock.getsockname()[1]
+        await run_asyncio(server.start, sock=sock)
         try:
-            sockets = server._server.sockets if server._server is not None else ()
-            gcs.port = sockets[0].getsockname()[1]
             yield gcs
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):

@@ -38,6 +38,8 @@ from trio_events.agent._gcs_publisher import AddEventsRequestEncoder
 from trio_events.agent._task_metadata import TaskMetadataStore
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from trio_events.agent._sink import PublishClient
 
 DEADLINE = 20  # seconds, for every test with sockets
@@ -123,13 +125,20 @@ def test_body_is_byte_for_byte_what_ray_serializes() -> None:
 
 
 async def _publish_all(
-    client: PublishClient, blobs: list[tuple[int, bytes]], store: TaskMetadataStore, **config: int
+    client: PublishClient,
+    blobs: Sequence[tuple[int, bytes]],
+    store: TaskMetadataStore,
+    *,
+    max_retries: int = -1,
 ) -> RayEventPublisher:
     """Run one publisher with ``client`` until it delivered or dropped every event."""
     buffer = MultiConsumerEventBuffer(100, 10, metrics=Metrics())
     publisher = RayEventPublisher(
         PublisherConfig(
-            name="ray_gcs", exposable_event_types=TASK_EVENT_TYPES, initial_backoff=0.01, **config
+            name="ray_gcs",
+            exposable_event_types=TASK_EVENT_TYPES,
+            initial_backoff=0.01,
+            max_retries=max_retries,
         ),
         client,
         buffer,
@@ -140,9 +149,8 @@ async def _publish_all(
     async with trio.open_nursery() as nursery:
         await nursery.start(publisher.run)
         buffer.add_many_nowait([t for t, _ in blobs], [b for _, b in blobs])
-        while (s := publisher.statistics()).delivered + s.filtered + s.dropped < len(blobs):
-            await trio.sleep(0.01)
-        nursery.cancel_scope.cancel()
+        # Draining delivers everything unread (retrying while time allows), then run() returns.
+        await publisher.drain(trio.current_time() + DEADLINE)
     return publisher
 
 
@@ -283,10 +291,8 @@ async def test_publish_to_gcs_through_the_agent() -> None:
                 async with Channel("127.0.0.1", addresses.grpc_port) as channel:
                     await pb.EventAggregatorServiceStub(channel).AddEvents(request, timeout=10)
 
-            await run_asyncio(send)
-            while not gcs.requests:
-                await trio.sleep(0.01)
-            service.request_stop()
+            await run_asyncio(send)  # acknowledged: the events are in the buffer
+            service.request_stop()  # the shutdown drains them to the GCS
     (received,) = gcs.requests
     assert [e.event_id for e in received.events_data.events] == [b"id-1"]
     metadata = received.events_data.task_events_metadata
