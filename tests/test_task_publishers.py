@@ -309,3 +309,46 @@ def test_task_destinations_expose_task_events_only() -> None:
         r"TASK_EVENT_TYPES \(Ray does not let them be changed\)\.$",
     ):
         TaskEventsDestination(GcsPublisherConfig("127.0.0.1:6379"), PublisherConfig(name="ray_gcs"))
+
+
+# ---- the command line -------------------------------------------------------------------------
+
+
+def test_ray_switches_turn_on_the_gcs_and_dashboard_head_publishers() -> None:
+    from trio_events._cli._agent import service_config_from_args
+    from trio_events._cli._main import build_parser
+
+    env = {
+        "RAY_DASHBOARD_AGGREGATOR_AGENT_PUBLISH_EVENTS_TO_GCS": "True",
+        "RAY_enable_task_events_to_dashboard_head": "1",
+        "RAY_DASHBOARD_AGGREGATOR_AGENT_PUBLISHER_MAX_RETRIES": "4",
+        "RAY_DASHBOARD_AGGREGATOR_AGENT_EXPOSABLE_EVENT_TYPES": "ALL",  # HTTP only
+        "TRIO_EVENTS_GCS_ADDRESS": "127.0.0.1:6379",
+    }
+    args = build_parser(env).parse_args(["agent"])
+    config = service_config_from_args(args, env)
+    gcs, head = config.task_destinations
+    assert (gcs.publisher.name, head.publisher.name) == ("ray_gcs", "dashboard_head")
+    assert gcs.client == GcsPublisherConfig("127.0.0.1:6379", timeout=3.0)
+    assert head.client == DashboardHeadConfig("127.0.0.1:6379", timeout=3.0)
+    assert gcs.publisher.exposable_event_types == TASK_EVENT_TYPES
+    assert gcs.publisher.max_retries == head.publisher.max_retries == 4
+    assert _agent_destinations([]) == ()  # both off by default, as in Ray
+
+
+def _agent_destinations(argv: list[str]) -> tuple[TaskEventsDestination, ...]:
+    from trio_events._cli._agent import service_config_from_args
+    from trio_events._cli._main import build_parser
+
+    return service_config_from_args(
+        build_parser({}).parse_args(["agent", *argv]), {}
+    ).task_destinations
+
+
+def test_publishing_to_the_gcs_needs_its_address() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^--publish-to-gcs needs --gcs-address \(or TRIO_EVENTS_GCS_ADDRESS\): the GCS's "
+        r"HOST:PORT\.$",
+    ):
+        _agent_destinations(["--publish-to-gcs", "true"])
