@@ -144,8 +144,12 @@ def soak(session: nox.Session) -> None:
 
 @nox.session
 def interop(session: nox.Session) -> None:
-    """A real single-node Ray 2.60 cluster whose GCS and workers export to trio-events."""
-    install_with(session, "test", "interop")
+    """Real single-node Ray 2.60 clusters exporting to trio-events, and Ray's dashboard with it.
+
+    ``ray[default]``: the dashboard head answers ``ray list tasks``; the clusters that export to
+    ``trio-events agent`` start Ray's dashboard agent minimal, off the agent gRPC port.
+    """
+    install_with(session, "test", "interop", "interop-default")
     session.run("pytest", "tests/interop", "-s", *session.posargs)
 
 
