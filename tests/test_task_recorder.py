@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.fake_client import FakeClient
 from trio_events import pb
@@ -24,6 +26,8 @@ from trio_events.producer import (
     TaskEventPolicy,
     TaskEventRecorder,
 )
+from trio_events.producer._client import ExportError, RetryableExportError
+from trio_events.producer._task_ring import TaskEventRing, task_attempt_of
 
 NODE = b"N" * 28
 SRC = {"Source": "core_worker"}
@@ -257,3 +261,58 @@ def test_policy_errors_are_sentences() -> None:
         r"integer >= 1, got 0\.$",
     ):
         TaskEventPolicy(max_profile_events_per_task=0)
+
+
+# --- the synchronous core under random operations ---------------------------------------------
+
+_OPS = st.one_of(
+    st.tuples(st.just("status"), st.integers(0, 3), st.integers(0, 1)),
+    st.tuples(st.just("profile"), st.integers(0, 3), st.integers(0, 1)),
+    st.tuples(st.sampled_from(["ok", "retry", "reject"]), st.just(0), st.just(0)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=st.lists(_OPS, max_size=60), capacity=st.integers(1, 4), per_task=st.integers(1, 3))
+def test_every_event_is_accounted_for_and_attempts_are_all_or_none(
+    ops: list[tuple[str, int, int]], capacity: int, per_task: int
+) -> None:
+    ring = TaskEventRing(
+        TaskEventPolicy(
+            max_status_events=capacity,
+            max_profile_events=5,
+            max_profile_events_per_task=per_task,
+            send_batch_size=3,
+            dropped_attempt_batch_size=2,
+        ),
+        source="core_worker",
+        metrics=Metrics(),
+    )
+    reported: set[tuple[bytes, int]] = set()
+    for op, i, attempt in ops:
+        if op == "status":
+            ring.add(status(i, attempt=attempt))
+        elif op == "profile":
+            ring.add(profile(i, attempt=attempt))
+        else:
+            batch = ring.take()
+            dropped = set(batch.dropped_task_attempts)
+            sent = {
+                task_attempt_of(e)
+                for e in batch.events
+                if e.EVENT_TYPE != pb.RayEvent.TASK_PROFILE_EVENT
+            }
+            assert not dropped & sent  # an attempt is sent whole or reported lost, never both
+            if op == "ok":
+                ring.exported(batch)
+                reported |= dropped
+            elif op == "retry":
+                ring.failed(batch, RetryableExportError("down.", reason="unavailable"))
+            else:
+                ring.failed(batch, ExportError("no.", reason="rejected"))
+        s = ring.statistics()
+        assert s.added == s.exported + s.dropped + s.buffered + s.in_flight, s
+        assert s.in_flight == 0
+        t = ring.task_statistics()
+        assert t.attempts_reported >= len(reported)  # an attempt lost again is reported again
+        assert t.attempts_reported + t.attempts_pending <= t.attempts_marked_dropped
