@@ -6,7 +6,8 @@
 - protos: regenerate trio_events/_proto from protos/.
 - bench: benchmarks/ in separate processes; writes bench-results/ (JSON, table, plot).
 - faults, fuzz, soak: the slow reliability suites (see docs/reliability.md).
-- interop: a real Ray 2.60 cluster exporting into trio-events (docs/ray-interop.md).
+- interop: real Ray 2.60 clusters exporting into trio-events, Ray's dashboard fed through it
+  (docs/ray-interop.md).
 - lock: re-resolve lock/constraints.txt, the pins every other session installs from
   (docs/development.md).
 """
