@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_events import pb
+from trio_events.producer._event_kinds import _LifecycleEvent, _SingleIdEvent, _TaskAttemptEvent
 from trio_events.producer._events import (
     EVENT_CLASSES,
     RayActorDefinitionEvent,
@@ -24,9 +25,6 @@ from trio_events.producer._events import (
     RayTaskLifecycleEvent,
     RayTaskProfileEvent,
     RayWorkerLifecycleEvent,
-    _LifecycleEvent,
-    _SingleIdEvent,
-    _TaskAttemptEvent,
 )
 
 if TYPE_CHECKING:
