@@ -88,15 +88,23 @@ def test_merge_and_get() -> None:
 def test_buffer_merge_and_overflow(
     max_entries: int, per_entry: int, total: int, dropped: int, entries: int
 ) -> None:
-    store = TaskMetadataStore(max_entries=max_entries, attempts_per_entry=per_entry)
+    metrics = Metrics()
+    store = TaskMetadataStore(
+        max_entries=max_entries, attempts_per_entry=per_entry, metrics=metrics, consumer="ray_gcs"
+    )
     store.add(attempts(*((b"t%d" % i, i) for i in range(total))))
     assert store.dropped_attempts == dropped
+    ray_name = "ray_aggregator_agent_ray_gcs_task_metadata_buffer_dropped_attempts_total"
+    assert metrics.value(ray_name) == dropped
+    ours = "trio_events_task_metadata_attempts_total"
+    assert metrics.value(ours, {"consumer": "ray_gcs", "outcome": "received"}) == total
     sizes = []
     while len(store):
         sizes.append(len(store.take().dropped_task_attempts))
     assert len(sizes) == entries
     assert sum(sizes) == total - dropped
     assert all(size <= per_entry for size in sizes)
+    assert metrics.value(ours, {"consumer": "ray_gcs", "outcome": "sent"}) == total - dropped
 
 
 # ---- the request body ---------------------------------------------------------------------------
@@ -300,6 +308,14 @@ async def test_publish_to_gcs_through_the_agent() -> None:
     assert service.summary is not None
     (stats,) = service.summary.publishers
     assert (stats.name, stats.delivered, stats.filtered) == ("ray_gcs", 1, 1)
+    for outcome in ("received", "sent"):
+        assert (
+            service.metrics.value(
+                "trio_events_task_metadata_attempts_total",
+                {"consumer": "ray_gcs", "outcome": outcome},
+            )
+            == 1
+        )
 
 
 def test_task_destinations_expose_task_events_only() -> None:

@@ -203,7 +203,7 @@ class AgentService:
             clients = await self._clients()
             task_metadata: list[TaskMetadataStore] = []
             for destination in config.task_destinations:
-                built = TaskEventsPublishing.build(destination)
+                built = TaskEventsPublishing.build(destination, metrics=self._metrics)
                 clients.append((built.client, built.publisher, built.encoder))
                 task_metadata.append(built.metadata)
             if spool is not None:

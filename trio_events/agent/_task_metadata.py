@@ -11,16 +11,31 @@ attempts (GCS, dashboard head) has its own store.
 from __future__ import annotations
 
 from collections import deque
-from typing import final
+from typing import TYPE_CHECKING, final
 
 from trio_events import pb
+
+if TYPE_CHECKING:
+    from trio_events._metrics import Metrics
 
 
 @final
 class TaskMetadataStore:
-    """Ray's TaskEventsMetadataBuffer (see the module docstring); synchronous, one event loop."""
+    """Ray's TaskEventsMetadataBuffer (see the module docstring); synchronous, one event loop.
 
-    def __init__(self, max_entries: int = 1000, attempts_per_entry: int = 100) -> None:
+    With ``metrics`` the attempts are counted in ``trio_events_task_metadata_attempts{consumer,
+    outcome=received|sent|dropped}`` and, for Ray's two publisher names, in Ray's
+    ``ray_aggregator_agent_<consumer>_task_metadata_buffer_dropped_attempts``.
+    """
+
+    def __init__(
+        self,
+        max_entries: int = 1000,
+        attempts_per_entry: int = 100,
+        *,
+        metrics: Metrics | None = None,
+        consumer: str = "",
+    ) -> None:
         for name, value in (
             ("max_entries", max_entries),
             ("attempts_per_entry", attempts_per_entry),
@@ -34,17 +49,33 @@ class TaskMetadataStore:
         self._queue: deque[pb.TaskEventsMetadata] = deque()
         self._current = pb.TaskEventsMetadata()
         self._received = self._dropped = self._taken = 0
+        self._m_received = self._m_sent = self._m_dropped = self._m_ray_dropped = None
+        if metrics is not None:
+            attempts = metrics.task_metadata_attempts
+            self._m_received = attempts.labels(consumer, "received")
+            self._m_sent = attempts.labels(consumer, "sent")
+            self._m_dropped = attempts.labels(consumer, "dropped")
+            self._m_ray_dropped = metrics.task_metadata_dropped.get(consumer)
 
     def add(self, metadata: pb.TaskEventsMetadata) -> None:
         """Merge the dropped attempts of one AddEvents request."""
+        dropped = 0
         for attempt in metadata.dropped_task_attempts:
             if len(self._current.dropped_task_attempts) >= self._per_entry:
                 if len(self._queue) >= self._max_queued:
-                    self._dropped += len(self._queue.popleft().dropped_task_attempts)
+                    dropped += len(self._queue.popleft().dropped_task_attempts)
                 self._queue.append(self._current)
                 self._current = pb.TaskEventsMetadata()
             self._current.dropped_task_attempts.append(attempt)
-            self._received += 1
+        received = len(metadata.dropped_task_attempts)
+        self._received += received
+        self._dropped += dropped
+        if self._m_received is not None and received:
+            self._m_received.inc(received)
+        if self._m_dropped is not None and dropped:
+            self._m_dropped.inc(dropped)
+            if self._m_ray_dropped is not None:
+                self._m_ray_dropped.inc(dropped)
 
     def take(self) -> pb.TaskEventsMetadata:
         """The oldest full entry, else the current one (which then starts afresh)."""
@@ -52,7 +83,10 @@ class TaskMetadataStore:
             entry = self._queue.popleft()
         else:
             entry, self._current = self._current, pb.TaskEventsMetadata()
-        self._taken += len(entry.dropped_task_attempts)
+        taken = len(entry.dropped_task_attempts)
+        self._taken += taken
+        if self._m_sent is not None and taken:
+            self._m_sent.inc(taken)
         return entry
 
     def __len__(self) -> int:

@@ -22,6 +22,7 @@ from trio_events.agent._gcs_publisher import (
 from trio_events.agent._task_metadata import TaskMetadataStore
 
 if TYPE_CHECKING:
+    from trio_events._metrics import Metrics
     from trio_events.agent._publisher_config import PublisherConfig
     from trio_events.agent._sink import PublishClient
 
@@ -63,12 +64,12 @@ class TaskEventsPublishing:
     metadata: TaskMetadataStore
 
     @classmethod
-    def build(cls, destination: TaskEventsDestination) -> TaskEventsPublishing:
+    def build(cls, destination: TaskEventsDestination, *, metrics: Metrics) -> TaskEventsPublishing:
         config = destination.client
         client: PublishClient = (
             GcsTaskEventsClient(config)
             if isinstance(config, GcsPublisherConfig)
             else DashboardHeadClient(config)
         )
-        metadata = TaskMetadataStore()
+        metadata = TaskMetadataStore(metrics=metrics, consumer=destination.publisher.name)
         return cls(client, destination.publisher, AddEventsRequestEncoder(metadata), metadata)
