@@ -368,3 +368,61 @@ def test_publishing_to_the_gcs_needs_its_address() -> None:
         r"HOST:PORT\.$",
     ):
         _agent_destinations(["--publish-to-gcs", "true"])
+
+
+async def test_publish_to_both_gcs_and_http(nursery: trio.Nursery) -> None:
+    """Ray's test of the same name, with our TaskEventRecorder as the core worker: the same task
+    definition reaches the HTTP sink and the GCS, and the attempts the recorder's full ring lost
+    reach the GCS (never the HTTP sink) in task_events_metadata."""
+    from tests.test_service import Sink
+    from trio_events._http_server import serve_http
+    from trio_events.agent import Destination, HttpPublisherConfig
+    from trio_events.producer import (
+        RayTaskDefinitionEvent,
+        RecorderConfig,
+        TaskEventPolicy,
+        open_task_recorder,
+    )
+
+    with trio.fail_after(DEADLINE):
+        sink = Sink()
+        sink_port = await nursery.start(serve_http, sink.handle, "127.0.0.1", 0)
+        async with running_gcs() as gcs:
+            service = AgentService(
+                ServiceConfig(
+                    agent=AgentConfig(port=0),
+                    destinations=(
+                        Destination(
+                            HttpPublisherConfig(url=f"http://127.0.0.1:{sink_port}/"),
+                            PublisherConfig(name="http_service"),
+                        ),
+                    ),
+                    task_destinations=(
+                        TaskEventsDestination(
+                            GcsPublisherConfig(gcs.address),
+                            PublisherConfig(name="ray_gcs", exposable_event_types=TASK_EVENT_TYPES),
+                        ),
+                    ),
+                )
+            )
+            addresses = await nursery.start(service.run)
+            async with open_task_recorder(
+                RecorderConfig(report_interval=0.05),
+                target=f"127.0.0.1:{addresses.grpc_port}",
+                node_id=b"n" * 28,
+                policy=TaskEventPolicy(max_status_events=1),
+            ) as recorder:
+                for i in range(3):  # the ring holds one: tasks 0 and 1 are lost
+                    recorder.add(RayTaskDefinitionEvent(task_id=b"t%d" % i, task_name=f"f{i}"))
+            service.request_stop()
+            await service.wait_stopped()
+    gcs_events = [e for r in gcs.requests for e in r.events_data.events]
+    assert [e.task_definition_event.task_name for e in gcs_events] == ["f2"]
+    assert [e["taskDefinitionEvent"]["taskName"] for e in sink.events] == ["f2"]
+    lost = [
+        (a.task_id, a.attempt_number)
+        for r in gcs.requests
+        for a in r.events_data.task_events_metadata.dropped_task_attempts
+    ]
+    assert lost == [(b"t0", 0), (b"t1", 0)]
+    assert recorder.task_statistics().attempts_reported == 2
