@@ -55,10 +55,8 @@ async def test_bearer_token_is_sent_and_never_shown() -> None:
     with trio.fail_after(DEADLINE):
         async with serve(servicer) as port:
             client = EventAggregatorClient(f"127.0.0.1:{port}", token="s3cret")
-            try:
+            async with client:
                 await client.add_events(one_event_request(), timeout=5)
-            finally:
-                await client.aclose()
     assert servicer.received[0].metadata["authorization"] == "Bearer s3cret"
     assert "s3cret" not in repr(client)
 
@@ -67,7 +65,7 @@ async def test_server_stopped_is_retryable_unavailable() -> None:
     with trio.fail_after(DEADLINE):
         async with serve(FakeAggregator()) as port:
             pass  # the port is free again: nothing listens there now
-        async with asyncio_loop(), EventAggregatorClient(f"127.0.0.1:{port}") as client:
+        async with EventAggregatorClient(f"127.0.0.1:{port}") as client:  # opens its own loop
             with pytest.raises(RetryableExportError) as caught:
                 await client.add_events(one_event_request(), timeout=5)
     assert caught.value.reason == "unavailable"
@@ -136,6 +134,12 @@ async def test_open_recorder_exports_through_the_real_client() -> None:
     assert recorder.statistics().exported == 2
 
 
+async def test_a_client_that_is_not_open_says_how_to_open_it() -> None:
+    client = EventAggregatorClient("127.0.0.1:1")
+    with pytest.raises(RuntimeError, match=r"^this EventAggregatorClient is not open; use it as"):
+        await client.add_events(one_event_request(), timeout=1)
+
+
 async def test_closed_client_refuses_calls() -> None:
     client = EventAggregatorClient("127.0.0.1:1")
     await client.aclose()
@@ -180,3 +184,57 @@ def test_classify_transport_errors_and_bugs() -> None:
 def test_bad_token_is_refused() -> None:
     with pytest.raises(ValueError, match=r"^token must be a non-empty single line"):
         EventAggregatorClient("127.0.0.1:1", token="a\nb")
+
+
+# --- the client owns its asyncio loop for the recorder's whole lifetime -----------------------
+
+
+async def serve_until(
+    servicer: FakeAggregator, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve from a task of its own (so the test's task has no asyncio loop) until ``stop``."""
+    async with serve(servicer) as port:
+        task_status.started(port)
+        await stop.wait()
+
+
+async def test_flush_inside_open_recorder_as_the_docs_show_it() -> None:
+    servicer, stop = FakeAggregator(), trio.Event()
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as servers:
+            port = await servers.start(serve_until, servicer, stop)
+            config = RecorderConfig(report_interval=60)  # only flush() and the exit export
+            async with open_recorder(
+                config, target=f"127.0.0.1:{port}", node_id=b"N" * 28
+            ) as rec:
+                rec.add(RayDriverJobLifecycleEvent(job_id=JOB, state="CREATED"))
+                assert await rec.flush()
+                assert len(servicer.received) == 1  # delivered by flush(), not by the exit
+            stop.set()
+    assert rec.statistics().exported == 1
+
+
+async def test_flush_from_other_tasks_during_the_recorders_lifetime() -> None:
+    servicer, stop = FakeAggregator(), trio.Event()
+    results: list[bool] = []
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as servers:
+            port = await servers.start(serve_until, servicer, stop)
+            config = RecorderConfig(report_interval=60)
+            async with open_recorder(
+                config, target=f"127.0.0.1:{port}", node_id=b"N" * 28
+            ) as rec:
+
+                async def add_and_flush() -> None:
+                    rec.add(RayDriverJobLifecycleEvent(job_id=JOB, state="CREATED"))
+                    results.append(await rec.flush())
+
+                async with trio.open_nursery() as workers:
+                    workers.start_soon(add_and_flush)
+                    workers.start_soon(add_and_flush)
+                assert results == [True, True]
+                sent = [e for r in servicer.received for e in r.request.events_data.events]
+                transitions = [e.driver_job_lifecycle_event.state_transitions for e in sent]
+                assert sum(map(len, transitions)) == 2
+            stop.set()
+    assert rec.statistics().exported == 2

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tests.fake_client import FakeClient
 from trio_events import pb
 from trio_events._metrics import Metrics
-from trio_events.producer._client import BackpressureError
+from trio_events.producer._client import BackpressureError, ExportError, RequestTooLargeError
 from trio_events.producer._event_base import RayEventBase
 from trio_events.producer._events import (
     RayActorDefinitionEvent,
@@ -23,7 +23,8 @@ from trio_events.producer._events import (
     RayTaskDefinitionEvent,
     RayTaskLifecycleEvent,
 )
-from trio_events.producer._recorder import RayEventRecorder, RecorderConfig, backoff_delay
+from trio_events.producer._recorder import RayEventRecorder
+from trio_events.producer._recorder_config import RecorderConfig, backoff_delay
 
 NODE = b"N" * 28
 JOB = b"\x01\x00\x00\x00"
@@ -637,15 +638,15 @@ async def test_requests_are_split_by_bytes_and_an_oversized_event_is_dropped_cou
 class _SmallAggregator(FakeClient):
     """Refuses any request of more than ``limit`` events with RESOURCE_EXHAUSTED."""
 
-    def __init__(self, limit: int, message: str = "the aggregator is full.") -> None:
+    def __init__(self, limit: int, error: type[ExportError] = BackpressureError) -> None:
         super().__init__()
         self.limit = limit
-        self.message = message
+        self.error = error
 
     async def add_events(self, request: pb.AddEventsRequest, *, timeout: float) -> None:  # noqa: ASYNC109
         if len(request.events_data.events) > self.limit:
             self.attempts.append((trio.current_time(), request))
-            raise BackpressureError(self.message, reason="resource_exhausted")
+            raise self.error("the aggregator says no.", reason="resource_exhausted")
         await super().add_events(request, timeout=timeout)
 
 
@@ -669,9 +670,7 @@ async def test_backpressure_halves_the_request_until_it_fits_and_loses_nothing()
 
 
 async def test_a_single_event_refused_as_too_large_is_dropped_counted() -> None:
-    client = _SmallAggregator(
-        limit=0, message="The request message is 900 bytes, more than this server's limit of 100."
-    )
+    client = _SmallAggregator(limit=0, error=RequestTooLargeError)
     recorder, metrics = make(client)
     recorder.add_many([job_event("CREATED", bytes([i, 0, 0, 0])) for i in range(3)])
     assert not await recorder.flush()  # the first single-event request fails for good
