@@ -26,8 +26,7 @@ from trio_events.producer._client import (
     ExportError,
     RetryableExportError,
 )
-# RecorderConfig is re-exported: commands and benchmarks import it from here.
-from trio_events.producer._recorder_config import RecorderConfig as RecorderConfig
+from trio_events.producer._recorder_config import RecorderConfig as RecorderConfig  # re-export
 from trio_events.producer._recorder_config import backoff_delay
 from trio_events.producer._ring import EventRing, ExportBatch, RecorderStatistics
 

@@ -76,4 +76,3 @@ def backoff_delay(config: RecorderConfig, failures: int, rand: Callable[[], floa
     exponent = min(failures - 1, 64)  # beyond this the cap applies anyway; avoids float overflow
     base = min(config.backoff_max, config.backoff_initial * config.backoff_multiplier**exponent)
     return base * (1.0 - config.backoff_jitter * rand())
-
