@@ -241,3 +241,17 @@ def test_command_parses(where: str, command: str, whole: bool, capsys: Any) -> N
 def test_a_command_the_parser_refuses_fails(command: str, whole: bool, capsys: Any) -> None:
     with pytest.raises(AssertionError):
         test_command_parses("self-test", command, whole, capsys)
+
+
+def test_the_architecture_map_lists_every_module() -> None:
+    """docs/architecture.md names every private module of the package, and only real ones."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    package = ROOT / "trio_events"
+    modules = {
+        p.relative_to(package).as_posix()
+        for p in package.rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py") and "_proto" not in p.parts
+    }
+    listed = set(re.findall(r"^\| `([\w/]+\.py)` \|", text, re.M))
+    assert modules - listed == set(), "add these modules to the map in docs/architecture.md"
+    assert listed - modules == set(), "these modules in docs/architecture.md do not exist"

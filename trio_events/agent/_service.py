@@ -27,22 +27,20 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from typing import TYPE_CHECKING, TypeVar, final
 
 import attrs
-import orjson
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trio_events._bridge import asyncio_loop
-from trio_events._http_server import Request, Response, serve_http
+from trio_events._http_server import serve_http
 from trio_events._metrics import Metrics
 from trio_events.agent._buffer import EventBuffer, MultiConsumerEventBuffer
 from trio_events.agent._http_sink import HttpPublisherClient, HttpPublisherConfig
 from trio_events.agent._ingest import AgentConfig, AggregatorAgent
 from trio_events.agent._publisher import PublisherConfig, PublisherStatistics, RayEventPublisher
 from trio_events.agent._spool import SpoolConfig, SpoolEventBuffer
+from trio_events.agent._status import answer_status, health
 from trio_events.agent._store_sink import StorePublishClient
 from trio_events.store._sqlite import EventStore
 
@@ -149,7 +147,6 @@ class AgentService:
         self._prompt = False  # stop without draining (run() was cancelled)
         self._drain_scope: trio.CancelScope | None = None
         self._publishers: list[RayEventPublisher] = []
-        self._buffer: EventBuffer | None = None
         self._agent: AggregatorAgent | None = None
         self._store_client: StorePublishClient | None = None
         self.summary: ShutdownSummary | None = None
@@ -181,11 +178,7 @@ class AgentService:
                 task_status.started(addresses)
                 try:
                     await self._stop.wait()
-                except trio.Cancelled:
-                    self._stop_promptly()
-                    raise
-                # The graceful shutdown is under way; a cancellation now makes it prompt.
-                try:
+                    # A graceful shutdown is under way: a cancellation now makes it prompt.
                     await self._stopped_stages.wait()
                 except trio.Cancelled:
                     self._stop_promptly()
@@ -238,7 +231,6 @@ class AgentService:
                     config.agent.buffer_size, config.agent.max_batch_size, metrics=self._metrics
                 )
             )
-            self._buffer = buffer
             clients = await self._clients()
             if spool is not None:
                 await nursery.start(spool.run)
@@ -266,7 +258,8 @@ class AgentService:
             metrics_port = None
             if config.metrics_listen is not None:
                 host, port = config.metrics_listen
-                metrics_port = await nursery.start(serve_http, self._handle_http, host, port)
+                handler = functools.partial(answer_status, self._metrics, self.health)
+                metrics_port = await nursery.start(serve_http, handler, host, port)
                 logger.info("Metrics and health on http://%s:%d/metrics.", host, metrics_port)
             resumed = spool.resumed_events if spool is not None else None
             # From here on the stages stop only through the ordered shutdown below, which is
@@ -334,47 +327,13 @@ class AgentService:
                     nursery.start_soon(publisher.drain, deadline)
         self._drain_scope = None
 
-    # --- /metrics and /healthz ----------------------------------------------------------------
-
-    async def _handle_http(self, request: Request) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            return Response.text(405, "Only GET is served here.")
-        if request.path == "/metrics":
-            # The buffer and the publishers drive their gauges with set_function.
-            body = generate_latest(self._metrics.registry)
-            return Response(200, body, (("content-type", CONTENT_TYPE_LATEST),))
-        if request.path == "/healthz":
-            healthy, detail = self.health()
-            body = orjson.dumps({"status": "healthy" if healthy else "unhealthy", **detail})
-            return Response.json(200 if healthy else 503, body)
-        return Response.text(404, "Not found; try /metrics or /healthz.")
+    # --- /metrics and /healthz (agent/_status.py) -----------------------------------------------
 
     def health(self) -> tuple[bool, dict[str, object]]:
-        """Unhealthy while the gRPC server is down or a publisher has failed for too long.
-
-        Derived from the stages' state (the server's port, each publisher's statistics), not
-        from metrics.
-        """
-        reasons: list[str] = []
-        if self._agent is None or self._agent.port is None:
-            reasons.append("the gRPC server is not serving")
-        publishers: dict[str, object] = {}
-        now = trio.current_time()
-        for publisher in self._publishers:
-            stats = publisher.statistics()
-            since = max(0.0, now - stats.last_success)
-            publishers[publisher.name] = {
-                "delivered": stats.delivered,
-                "unread": stats.unread,
-                "consecutive_failures": stats.consecutive_failures,
-                "seconds_since_last_success": round(since, 3),
-            }
-            if stats.consecutive_failures and since > self._config.unhealthy_after:
-                reasons.append(
-                    f"publisher {publisher.name} has failed for {since:.0f} s "
-                    f"({stats.consecutive_failures} attempts)"
-                )
-        return (not reasons, {"reasons": reasons, "publishers": publishers, "time": time.time()})
+        """Unhealthy while the gRPC server is down or a publisher has failed for too long."""
+        serving = self._agent is not None and self._agent.port is not None
+        stats = [p.statistics() for p in self._publishers]
+        return health(serving, stats, self._config.unhealthy_after)
 
 
 def _summary(results: list[PublisherStatistics]) -> ShutdownSummary:

@@ -2,10 +2,9 @@
 
 Ray's recorder (ray-reference.md 2.5) empties its buffer before the RPC, so a failed export loses
 its events. Here the events of a failed export go back into the ring, *sealed*, and are retried
-with exponential backoff; every event is, at every moment, exported, buffered, in flight, or
-dropped with a counted reason (see :meth:`RayEventRecorder.statistics`). The ring and its
-accounting live in ``_ring``, the settings in ``_recorder_config``; this module is the trio
-service around them.
+with exponential backoff; every event is always exported, buffered, in flight, or dropped with
+a counted reason (:meth:`RayEventRecorder.statistics`). This is the trio service around the ring
+(``_ring``), configured by ``_recorder_config``.
 """
 
 from __future__ import annotations
