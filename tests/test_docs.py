@@ -155,9 +155,10 @@ def commands() -> list[tuple[str, str, bool]]:
             if block.lang not in ("console", "sh", "shell", "bash", ""):
                 continue
             for n, line in enumerate(block.body.splitlines(), block.line + 1):
-                line = line.strip().removeprefix("$ ")
-                if line.startswith("trio-events ") and not _is_output(line):
-                    found.append((f"{page.name}:{n}", line, True))
+                for part in line.split("&&"):  # `pip install . && trio-events demo`
+                    part = part.strip().removeprefix("$ ")
+                    if part.startswith("trio-events ") and not _is_output(part):
+                        found.append((f"{page.name}:{n}", part, True))
         prose = _FENCE.sub("", text)
         for match in _INLINE.finditer(prose):
             span = match[1]

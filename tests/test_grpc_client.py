@@ -151,6 +151,19 @@ async def test_a_client_that_is_not_open_says_how_to_open_it() -> None:
         await client.add_events(one_event_request(), timeout=1)
 
 
+async def test_a_client_opened_twice_stays_open_until_the_outer_exit() -> None:
+    client = EventAggregatorClient("127.0.0.1:1")  # nothing listens on port 1
+    with trio.fail_after(DEADLINE):
+        async with client:
+            async with client:  # e.g. a recorder's run() entering a client its caller opened
+                pass
+            with pytest.raises(RetryableExportError) as caught:  # open: it really tries
+                await client.add_events(one_event_request(), timeout=5)
+    assert caught.value.reason == "unavailable"
+    with pytest.raises(RuntimeError, match=r"^this EventAggregatorClient was closed"):
+        await client.add_events(one_event_request(), timeout=1)
+
+
 async def test_closed_client_refuses_calls() -> None:
     client = EventAggregatorClient("127.0.0.1:1")
     await client.aclose()

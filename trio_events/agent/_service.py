@@ -127,7 +127,7 @@ class ShutdownSummary:
 class AgentService:
     """``trio-events agent`` as a trio service: ``addresses = await nursery.start(service.run)``.
 
-    Two ways to stop it (docs/aggregator.md, "The service API"):
+    Two ways to stop it (docs/service.md):
 
     - :meth:`request_stop` (what SIGTERM and Ctrl-C do): the graceful stop. The gRPC server
       closes, the publishers drain within ``grace_period``, and :meth:`run` returns.
