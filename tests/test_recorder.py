@@ -468,6 +468,46 @@ async def test_disabled_recorder_accepts_and_ignores(autojump_clock, nursery) ->
     assert metrics.value("trio_events_recorder_events_added_total", SRC) == 0
 
 
+class _ClientWithALifetime(FakeClient):
+    """A client that needs something for its whole life, as EventAggregatorClient does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = False
+        self.events: list[str] = []
+
+    async def __aenter__(self) -> _ClientWithALifetime:
+        self.open = True
+        self.events.append("enter")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.events.append("exit")
+        self.open = False
+
+    async def add_events(self, request: pb.AddEventsRequest, *, timeout: float) -> None:  # noqa: ASYNC109
+        assert self.open, "called outside the client's lifetime"
+        await super().add_events(request, timeout=timeout)
+
+    async def aclose(self) -> None:
+        self.events.append("aclose")
+        await super().aclose()
+
+
+async def test_run_enters_a_client_with_a_lifetime_for_all_of_it(autojump_clock) -> None:
+    client = _ClientWithALifetime()
+    recorder, _ = make(client, report_interval=1.0)
+    async with recorder:
+        assert client.events == ["enter"]
+        recorder.add(job_event("CREATED"))
+        assert await recorder.flush()  # from this task, not run()'s
+        recorder.add(job_event("FINISHED"))
+        await trio.sleep(1.5)  # one tick of the export loop
+    assert client.events == ["enter", "aclose", "exit"]  # the final flush ran inside it
+    assert len(client.acked) == 2
+    assert recorder.statistics().exported == 2
+
+
 async def test_second_start_is_an_error(autojump_clock, nursery) -> None:
     recorder, _ = make(FakeClient())
     await nursery.start(recorder.run)
