@@ -1,5 +1,6 @@
-"""AggregatorAgent over real sockets on 127.0.0.1, with grpclib (through trio-asyncio) and grpcio
-(in a worker thread) as two independent clients. Every test runs under an absolute deadline."""
+"""AggregatorAgent: its servicers in memory (grpclib's ChannelFor) where the socket is not the
+point, and over real sockets on 127.0.0.1 with grpclib (through trio-asyncio) and grpcio (in a
+worker thread) as two independent clients where it is. Every test runs under a deadline."""
 
 from __future__ import annotations
 
@@ -17,14 +18,23 @@ import trio_asyncio
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
+from grpclib.testing import ChannelFor
 
 from trio_events import pb
 from trio_events._metrics import Metrics
-from trio_events.agent._ingest import AgentConfig, AggregatorAgent
+from trio_events._refusal import BUFFER_FULL, REFUSAL_KEY, TOO_LARGE
+from trio_events.agent._ingest import (
+    AgentConfig,
+    AggregatorAgent,
+    _EventAggregatorServicer,
+    _ReporterServicer,
+)
 from trio_events.agent._task_metadata import TaskMetadataStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
+
+    from grpclib._typing import IServable
 
 ADD_EVENTS = "/ray.rpc.events.EventAggregatorService/AddEvents"
 HEALTH_CHECK = "/ray.rpc.ReporterService/HealthCheck"
@@ -60,6 +70,74 @@ async def running_agent(
         port = await nursery.start(agent.run)
         yield Running(agent, port, metrics)
         nursery.cancel_scope.cancel()
+
+
+@attrs.frozen
+class InMemory:
+    """An agent whose servicers answer through grpclib's in-memory ChannelFor: no socket."""
+
+    agent: AggregatorAgent
+    metrics: Metrics
+
+    async def add_events(self, req: pb.AddEventsRequest) -> pb.AddEventsReply:
+        error, reply, _ = await self.call(req)
+        if error is not None:
+            raise error
+        assert reply is not None
+        return reply
+
+    async def refusal(self, req: pb.AddEventsRequest) -> tuple[GRPCError, dict[str, str]]:
+        """The error of a call that must fail, and the trailing metadata that came with it."""
+        error, _, trailers = await self.call(req)
+        assert error is not None
+        return error, trailers
+
+    async def call(
+        self, req: pb.AddEventsRequest
+    ) -> tuple[GRPCError | None, pb.AddEventsReply | None, dict[str, str]]:
+        async def call() -> tuple[GRPCError | None, pb.AddEventsReply | None, dict[str, str]]:
+            servicers: list[IServable] = [
+                _EventAggregatorServicer(self.agent),
+                _ReporterServicer(self.agent),
+            ]
+            async with ChannelFor(servicers) as channel:
+                method = pb.EventAggregatorServiceStub(channel).AddEvents
+                async with method.open(timeout=10) as stream:
+                    await stream.send_message(req, end=True)
+                    try:
+                        reply = await stream.recv_message()
+                    except GRPCError as exc:
+                        return exc, None, _as_dict(stream.trailing_metadata)
+                return None, reply, _as_dict(stream.trailing_metadata)
+
+        result: tuple[GRPCError | None, pb.AddEventsReply | None, dict[str, str]]
+        result = await trio_asyncio.aio_as_trio(call)()
+        return result
+
+
+def _as_dict(metadata: object) -> dict[str, str]:
+    return {str(k): str(v) for k, v in cast("dict[str, str]", metadata or {}).items()}
+
+
+@asynccontextmanager
+async def in_memory_agent(
+    config: AgentConfig | None = None,
+    *,
+    consumers: Sequence[str] = ("pub",),
+    publishers_enabled: bool = True,
+    task_metadata: Sequence[TaskMetadataStore] = (),
+) -> AsyncIterator[InMemory]:
+    metrics = Metrics()
+    agent = AggregatorAgent(
+        config or AgentConfig(),
+        metrics=metrics,
+        publishers_enabled=publishers_enabled,
+        task_metadata=task_metadata,
+    )
+    for name in consumers:
+        agent.buffer.register_consumer(name)
+    async with trio_asyncio.open_loop():
+        yield InMemory(agent, metrics)
 
 
 def event(i: int, event_type: int = pb.RayEvent.TASK_LIFECYCLE_EVENT) -> pb.RayEvent:
@@ -145,8 +223,8 @@ def taken(agent: AggregatorAgent, consumer: str = "pub") -> list[pb.RayEvent]:
 async def test_add_events_buffers_each_event_serialized() -> None:
     sent = [event(0, 1), event(1, 2), event(2, 15)]
     with trio.fail_after(DEADLINE):
-        async with running_agent() as running:
-            reply = await grpclib_add_events(running.port, request(*sent))
+        async with in_memory_agent() as running:
+            reply = await running.add_events(request(*sent))
             assert reply == pb.AddEventsReply()  # Ray's reply: empty, status never set
             assert taken(running.agent) == sent
             assert running.metrics.value("ray_aggregator_agent_events_received_total") == 3
@@ -179,8 +257,8 @@ async def test_unknown_fields_and_enum_values_pass_through() -> None:
     raw = event(0, event_type=77).SerializeToString() + unknown_field
     newer = pb.RayEvent.FromString(raw)
     with trio.fail_after(DEADLINE):
-        async with running_agent() as running:
-            await grpclib_add_events(running.port, request(newer))
+        async with in_memory_agent() as running:
+            await running.add_events(request(newer))
             batch = running.agent.buffer.take_nowait("pub", 10)
     assert batch.event_types == [77]
     assert unknown_field in batch.blobs[0]
@@ -319,14 +397,15 @@ async def test_oversized_request_is_resource_exhausted_at_rays_default_limit() -
             assert running.metrics.value("trio_events_agent_invalid_requests_total", labels) == 2
 
 
-async def test_oversized_request_with_grpclib_client_and_a_small_limit() -> None:
+async def test_oversized_request_is_refused_as_too_large_in_its_trailing_metadata() -> None:
     config = AgentConfig(max_message_bytes=1000)
     with trio.fail_after(DEADLINE):
-        async with running_agent(config) as running:
-            with pytest.raises(GRPCError) as caught:
-                await grpclib_add_events(running.port, request(pb.RayEvent(message="x" * 2000)))
-            assert caught.value.status is Status.RESOURCE_EXHAUSTED
-            await grpclib_add_events(running.port, request(event(1)))
+        async with in_memory_agent(config) as running:
+            error, trailers = await running.refusal(request(pb.RayEvent(message="x" * 2000)))
+            assert error.status is Status.RESOURCE_EXHAUSTED
+            assert trailers[REFUSAL_KEY] == TOO_LARGE
+            _, _, trailers = await running.call(request(event(1)))
+            assert REFUSAL_KEY not in trailers
             assert taken(running.agent) == [event(1)]
 
 
@@ -386,8 +465,8 @@ def test_auth_token_is_not_in_the_config_repr() -> None:
 
 async def test_drop_oldest_is_the_default_and_counts_evictions() -> None:
     with trio.fail_after(DEADLINE):
-        async with running_agent(AgentConfig(buffer_size=2)) as running:
-            await grpclib_add_events(running.port, request(event(0, 1), event(1), event(2)))
+        async with in_memory_agent(AgentConfig(buffer_size=2)) as running:
+            await running.add_events(request(event(0, 1), event(1), event(2)))
             assert taken(running.agent) == [event(1), event(2)]
             labels = {"consumer": "pub", "event_type": "TASK_DEFINITION_EVENT"}
             dropped = "ray_aggregator_agent_queue_dropped_events_total"
@@ -397,22 +476,22 @@ async def test_drop_oldest_is_the_default_and_counts_evictions() -> None:
 async def test_reject_policy_refuses_a_request_that_would_evict_unread_events() -> None:
     config = AgentConfig(buffer_size=4, on_full="reject")
     with trio.fail_after(DEADLINE):
-        async with running_agent(config) as running:
+        async with in_memory_agent(config) as running:
             buffer = running.agent.buffer
-            await grpclib_add_events(running.port, request(event(0), event(1), event(2)))
+            await running.add_events(request(event(0), event(1), event(2)))
             before = buffer.statistics()
-            with pytest.raises(GRPCError) as caught:
-                await grpclib_add_events(running.port, request(event(3), event(4)))
-            assert caught.value.status is Status.RESOURCE_EXHAUSTED
-            assert caught.value.message == (
+            error, trailers = await running.refusal(request(event(3), event(4)))
+            assert error.status is Status.RESOURCE_EXHAUSTED
+            assert error.message == (
                 "The aggregator's buffer has room for 1 more events, not 2; retry later."
             )
+            assert trailers[REFUSAL_KEY] == BUFFER_FULL
             assert buffer.statistics() == before
             assert running.metrics.value("trio_events_agent_rejected_events_total") == 2
             assert running.metrics.value("ray_aggregator_agent_events_received_total") == 3
 
             assert len(taken(running.agent)) == 3  # the publisher catches up: room again
-            await grpclib_add_events(running.port, request(event(3), event(4)))
+            await running.add_events(request(event(3), event(4)))
             assert taken(running.agent) == [event(3), event(4)]
 
 
@@ -421,9 +500,9 @@ async def test_without_publishers_events_are_accepted_counted_and_discarded(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="trio_events.agent._ingest")
     with trio.fail_after(DEADLINE):
-        async with running_agent(consumers=(), publishers_enabled=False) as running:
-            await grpclib_add_events(running.port, request(event(0), event(1)))
-            await grpclib_add_events(running.port, request(event(2), event(3)))
+        async with in_memory_agent(consumers=(), publishers_enabled=False) as running:
+            await running.add_events(request(event(0), event(1)))
+            await running.add_events(request(event(2), event(3)))
             assert len(running.agent.buffer) == 0
             assert running.metrics.value("trio_events_agent_discarded_events_total") == 4
             assert running.metrics.value("ray_aggregator_agent_events_received_total") == 4
@@ -439,9 +518,9 @@ async def test_task_events_metadata_is_kept_for_publishers() -> None:
     req2 = request()
     req2.events_data.task_events_metadata.dropped_task_attempts.extend(attempts[2:])
     with trio.fail_after(DEADLINE):
-        async with running_agent(task_metadata=[store]) as running:
-            await grpclib_add_events(running.port, req)
-            await grpclib_add_events(running.port, req2)
+        async with in_memory_agent(task_metadata=[store]) as running:
+            await running.add_events(req)
+            await running.add_events(req2)
     assert list(store.take().dropped_task_attempts) == attempts
     assert len(store) == 0
 
@@ -478,10 +557,10 @@ def test_config_validation(kwargs: dict[str, object], message: str) -> None:
 
 async def test_a_closed_buffer_answers_unavailable() -> None:
     with trio.fail_after(DEADLINE):
-        async with running_agent() as running:
+        async with in_memory_agent() as running:
             running.agent.buffer.close()
             with pytest.raises(GRPCError) as caught:
-                await grpclib_add_events(running.port, request(event(0), event(1)))
+                await running.add_events(request(event(0), event(1)))
             assert caught.value.status is Status.UNAVAILABLE
             total = "ray_aggregator_agent_events_buffer_add_failures_total"
             assert running.metrics.value(total) == 2

@@ -1,4 +1,5 @@
-"""EventAggregatorClient against a real in-process grpclib server (real clock, 127.0.0.1)."""
+"""EventAggregatorClient against real in-process grpclib servers (real clock, 127.0.0.1): the
+fake aggregator with hooks, and our agent where its answers are the point."""
 
 from __future__ import annotations
 
@@ -9,17 +10,27 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from tests.fake_aggregator import FakeAggregator, blocking_hook, serve
 from trio_events import pb
-from trio_events._bridge import asyncio_loop, run_asyncio
+from trio_events._bridge import run_asyncio
+from trio_events._metrics import Metrics
+from trio_events._refusal import (
+    BUFFER_FULL,
+    GRPC_DEFAULT_MAX_RECEIVE_BYTES,
+    REFUSAL_KEY,
+    TOO_LARGE,
+)
+from trio_events.agent._ingest import AgentConfig, AggregatorAgent
 from trio_events.producer._client import (
     BackpressureError,
     EventAggregatorClient,
     ExportError,
+    RequestTooLargeError,
     RetryableExportError,
     classify,
     parse_target,
 )
-from trio_events.producer._events import RayDriverJobLifecycleEvent
-from trio_events.producer._recorder import RecorderConfig, open_recorder
+from trio_events.producer._events import RayDriverJobDefinitionEvent, RayDriverJobLifecycleEvent
+from trio_events.producer._recorder import open_recorder
+from trio_events.producer._recorder_config import RecorderConfig
 
 DEADLINE = 10  # seconds; every I/O test runs under it
 JOB = b"\x01\x00\x00\x00"
@@ -55,10 +66,8 @@ async def test_bearer_token_is_sent_and_never_shown() -> None:
     with trio.fail_after(DEADLINE):
         async with serve(servicer) as port:
             client = EventAggregatorClient(f"127.0.0.1:{port}", token="s3cret")
-            try:
+            async with client:
                 await client.add_events(one_event_request(), timeout=5)
-            finally:
-                await client.aclose()
     assert servicer.received[0].metadata["authorization"] == "Bearer s3cret"
     assert "s3cret" not in repr(client)
 
@@ -67,7 +76,7 @@ async def test_server_stopped_is_retryable_unavailable() -> None:
     with trio.fail_after(DEADLINE):
         async with serve(FakeAggregator()) as port:
             pass  # the port is free again: nothing listens there now
-        async with asyncio_loop(), EventAggregatorClient(f"127.0.0.1:{port}") as client:
+        async with EventAggregatorClient(f"127.0.0.1:{port}") as client:  # opens its own loop
             with pytest.raises(RetryableExportError) as caught:
                 await client.add_events(one_event_request(), timeout=5)
     assert caught.value.reason == "unavailable"
@@ -136,6 +145,25 @@ async def test_open_recorder_exports_through_the_real_client() -> None:
     assert recorder.statistics().exported == 2
 
 
+async def test_a_client_that_is_not_open_says_how_to_open_it() -> None:
+    client = EventAggregatorClient("127.0.0.1:1")
+    with pytest.raises(RuntimeError, match=r"^this EventAggregatorClient is not open; use it as"):
+        await client.add_events(one_event_request(), timeout=1)
+
+
+async def test_a_client_opened_twice_stays_open_until_the_outer_exit() -> None:
+    client = EventAggregatorClient("127.0.0.1:1")  # nothing listens on port 1
+    with trio.fail_after(DEADLINE):
+        async with client:
+            async with client:  # e.g. a recorder's run() entering a client its caller opened
+                pass
+            with pytest.raises(RetryableExportError) as caught:  # open: it really tries
+                await client.add_events(one_event_request(), timeout=5)
+    assert caught.value.reason == "unavailable"
+    with pytest.raises(RuntimeError, match=r"^this EventAggregatorClient was closed"):
+        await client.add_events(one_event_request(), timeout=1)
+
+
 async def test_closed_client_refuses_calls() -> None:
     client = EventAggregatorClient("127.0.0.1:1")
     await client.aclose()
@@ -180,3 +208,102 @@ def test_classify_transport_errors_and_bugs() -> None:
 def test_bad_token_is_refused() -> None:
     with pytest.raises(ValueError, match=r"^token must be a non-empty single line"):
         EventAggregatorClient("127.0.0.1:1", token="a\nb")
+
+
+# --- the client owns its asyncio loop for the recorder's whole lifetime -----------------------
+
+
+async def serve_until(
+    servicer: FakeAggregator, stop: trio.Event, *, task_status=trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve from a task of its own (so the test's task has no asyncio loop) until ``stop``."""
+    async with serve(servicer) as port:
+        task_status.started(port)
+        await stop.wait()
+
+
+async def test_flush_inside_open_recorder_as_the_docs_show_it() -> None:
+    servicer, stop = FakeAggregator(), trio.Event()
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as servers:
+            port = await servers.start(serve_until, servicer, stop)
+            config = RecorderConfig(report_interval=60)  # only flush() and the exit export
+            async with open_recorder(config, target=f"127.0.0.1:{port}", node_id=b"N" * 28) as rec:
+                rec.add(RayDriverJobLifecycleEvent(job_id=JOB, state="CREATED"))
+                assert await rec.flush()
+                assert len(servicer.received) == 1  # delivered by flush(), not by the exit
+            stop.set()
+    assert rec.statistics().exported == 1
+
+
+async def test_flush_from_other_tasks_during_the_recorders_lifetime() -> None:
+    servicer, stop = FakeAggregator(), trio.Event()
+    results: list[bool] = []
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as servers:
+            port = await servers.start(serve_until, servicer, stop)
+            config = RecorderConfig(report_interval=60)
+            async with open_recorder(config, target=f"127.0.0.1:{port}", node_id=b"N" * 28) as rec:
+
+                async def add_and_flush() -> None:
+                    rec.add(RayDriverJobLifecycleEvent(job_id=JOB, state="CREATED"))
+                    results.append(await rec.flush())
+
+                async with trio.open_nursery() as workers:
+                    workers.start_soon(add_and_flush)
+                    workers.start_soon(add_and_flush)
+                assert results == [True, True]
+                sent = [e for r in servicer.received for e in r.request.events_data.events]
+                transitions = [e.driver_job_lifecycle_event.state_transitions for e in sent]
+                assert sum(map(len, transitions)) == 2
+            stop.set()
+    assert rec.statistics().exported == 2
+
+
+# --- RESOURCE_EXHAUSTED: too large or full, from trailing metadata or gRPC's meaning --------
+
+
+async def test_our_agent_says_too_large_or_full_and_the_client_tells_them_apart() -> None:
+    config = AgentConfig(max_message_bytes=2000, buffer_size=1, on_full="reject")
+    agent = AggregatorAgent(config, metrics=Metrics())
+    agent.buffer.register_consumer("pub")
+    big = pb.AddEventsRequest()
+    RayDriverJobDefinitionEvent(job_id=JOB, entrypoint="x" * 5000).serialize_into(
+        big.events_data.events.add()
+    )
+    two = one_event_request()
+    two.events_data.events.append(two.events_data.events[0])
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(agent.run)
+            async with EventAggregatorClient(f"127.0.0.1:{port}") as client:
+                with pytest.raises(RequestTooLargeError) as too_large:
+                    await client.add_events(big, timeout=5)
+                with pytest.raises(BackpressureError) as full:
+                    await client.add_events(two, timeout=5)  # 2 events, room for 1
+            nursery.cancel_scope.cancel()
+    assert too_large.value.too_large
+    assert too_large.value.backpressure
+    assert "more than this server's limit of 2000" in str(too_large.value)
+    assert not full.value.too_large
+    assert full.value.backpressure
+
+
+@pytest.mark.parametrize(
+    ("trailers", "size", "too_large"),
+    [
+        ({REFUSAL_KEY: TOO_LARGE}, 10, True),  # our agent says so, whatever the size
+        ({REFUSAL_KEY: BUFFER_FULL}, 30_000_000, False),
+        ({}, 10, False),  # a server that gives no reason (Ray's agent): by gRPC's meaning
+        (None, GRPC_DEFAULT_MAX_RECEIVE_BYTES + 1, True),
+    ],
+)
+def test_classify_resource_exhausted(trailers, size, too_large) -> None:
+    error = classify(
+        GRPCError(Status.RESOURCE_EXHAUSTED, "no"), trailing_metadata=trailers, request_bytes=size
+    )
+    assert error is not None
+    assert error.backpressure
+    assert error.retryable
+    assert error.too_large is too_large
+    assert type(error) is (RequestTooLargeError if too_large else BackpressureError)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tests.fake_client import FakeClient
 from trio_events import pb
 from trio_events._metrics import Metrics
-from trio_events.producer._client import BackpressureError
+from trio_events.producer._client import BackpressureError, ExportError, RequestTooLargeError
 from trio_events.producer._event_base import RayEventBase
 from trio_events.producer._events import (
     RayActorDefinitionEvent,
@@ -23,7 +23,8 @@ from trio_events.producer._events import (
     RayTaskDefinitionEvent,
     RayTaskLifecycleEvent,
 )
-from trio_events.producer._recorder import RayEventRecorder, RecorderConfig, backoff_delay
+from trio_events.producer._recorder import RayEventRecorder
+from trio_events.producer._recorder_config import RecorderConfig, backoff_delay
 
 NODE = b"N" * 28
 JOB = b"\x01\x00\x00\x00"
@@ -467,6 +468,46 @@ async def test_disabled_recorder_accepts_and_ignores(autojump_clock, nursery) ->
     assert metrics.value("trio_events_recorder_events_added_total", SRC) == 0
 
 
+class _ClientWithALifetime(FakeClient):
+    """A client that needs something for its whole life, as EventAggregatorClient does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = False
+        self.events: list[str] = []
+
+    async def __aenter__(self) -> _ClientWithALifetime:
+        self.open = True
+        self.events.append("enter")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.events.append("exit")
+        self.open = False
+
+    async def add_events(self, request: pb.AddEventsRequest, *, timeout: float) -> None:  # noqa: ASYNC109
+        assert self.open, "called outside the client's lifetime"
+        await super().add_events(request, timeout=timeout)
+
+    async def aclose(self) -> None:
+        self.events.append("aclose")
+        await super().aclose()
+
+
+async def test_run_enters_a_client_with_a_lifetime_for_all_of_it(autojump_clock) -> None:
+    client = _ClientWithALifetime()
+    recorder, _ = make(client, report_interval=1.0)
+    async with recorder:
+        assert client.events == ["enter"]
+        recorder.add(job_event("CREATED"))
+        assert await recorder.flush()  # from this task, not run()'s
+        recorder.add(job_event("FINISHED"))
+        await trio.sleep(1.5)  # one tick of the export loop
+    assert client.events == ["enter", "aclose", "exit"]  # the final flush ran inside it
+    assert len(client.acked) == 2
+    assert recorder.statistics().exported == 2
+
+
 async def test_second_start_is_an_error(autojump_clock, nursery) -> None:
     recorder, _ = make(FakeClient())
     await nursery.start(recorder.run)
@@ -637,15 +678,15 @@ async def test_requests_are_split_by_bytes_and_an_oversized_event_is_dropped_cou
 class _SmallAggregator(FakeClient):
     """Refuses any request of more than ``limit`` events with RESOURCE_EXHAUSTED."""
 
-    def __init__(self, limit: int, message: str = "the aggregator is full.") -> None:
+    def __init__(self, limit: int, error: type[ExportError] = BackpressureError) -> None:
         super().__init__()
         self.limit = limit
-        self.message = message
+        self.error = error
 
     async def add_events(self, request: pb.AddEventsRequest, *, timeout: float) -> None:  # noqa: ASYNC109
         if len(request.events_data.events) > self.limit:
             self.attempts.append((trio.current_time(), request))
-            raise BackpressureError(self.message, reason="resource_exhausted")
+            raise self.error("the aggregator says no.", reason="resource_exhausted")
         await super().add_events(request, timeout=timeout)
 
 
@@ -669,9 +710,7 @@ async def test_backpressure_halves_the_request_until_it_fits_and_loses_nothing()
 
 
 async def test_a_single_event_refused_as_too_large_is_dropped_counted() -> None:
-    client = _SmallAggregator(
-        limit=0, message="The request message is 900 bytes, more than this server's limit of 100."
-    )
+    client = _SmallAggregator(limit=0, error=RequestTooLargeError)
     recorder, metrics = make(client)
     recorder.add_many([job_event("CREATED", bytes([i, 0, 0, 0])) for i in range(3)])
     assert not await recorder.flush()  # the first single-event request fails for good

@@ -11,14 +11,15 @@ import orjson
 import pytest
 import trio
 
-from trio_events import pb
 from trio_events._cli._workload import realistic_events
 from trio_events._http_server import Request, Response, serve_http
 from trio_events.agent._http_sink import HttpPublisherConfig
 from trio_events.agent._ingest import AgentConfig
 from trio_events.agent._publisher import PublisherConfig
 from trio_events.agent._service import AgentService, Destination, ServiceConfig
-from trio_events.producer._recorder import RecorderConfig, open_recorder
+from trio_events.producer._recorder import open_recorder
+from trio_events.producer._recorder_config import RecorderConfig
+from trio_events.store._collector import Collector, CollectorConfig
 from trio_events.store._query import counts
 
 DEADLINE = 30
@@ -165,28 +166,125 @@ async def test_no_export_address_keeps_events_in_a_local_store(
     assert summary.abandoned == 0
 
 
-async def test_cancelling_the_service_drains_within_the_grace_period() -> None:
+def _buffer_events(service: AgentService, n: int, seed: int = 5) -> None:
+    """Put ``n`` events straight into the service's buffer (as if AddEvents had just run)."""
+    buffer = service.publishers[0]._buffer
+    for event in realistic_events("lifecycle", n, seed=seed):
+        message = event.serialize()
+        buffer.add_nowait(message.event_type, message.SerializeToString())
+
+
+# --- what stopping means: request_stop() drains, cancellation stops at once -------------------
+
+
+async def test_request_stop_drains_what_is_buffered_within_the_grace_period() -> None:
     sink = Sink()
     with trio.fail_after(DEADLINE):
-        async with trio.open_nursery() as outer:
-            sink_port = await outer.start(serve_http, sink.handle, "127.0.0.1", 0)
+        async with trio.open_nursery() as nursery:
+            sink_port = await nursery.start(serve_http, sink.handle, "127.0.0.1", 0)
             service = AgentService(_config(sink_port))
+            await nursery.start(service.run)
+            _buffer_events(service, 200)
+            service.request_stop()
+            summary = await service.wait_stopped()
+            nursery.cancel_scope.cancel()
+    assert summary is not None
+    assert (summary.delivered, summary.abandoned) == (200, 0)
+    assert len(sink.events) == 200
+
+
+async def test_cancellation_stops_at_once_without_retrying_and_counts_what_is_left() -> None:
+    """Cancelling stops at once instead of retrying for the grace period; the rest is counted.
+
+    A sink that cannot take the events stands for a collector that the same cancellation
+    stopped (the sink itself stays up here, so that only the service is cancelled).
+    """
+    sink = Sink()
+    sink.fail_with = 503
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            sink_port = await nursery.start(serve_http, sink.handle, "127.0.0.1", 0)
+            # A drain retries while more than two attempt timeouts (2 x 3 s) of it are left.
+            service = AgentService(_config(sink_port, grace_period=20.0))
             async with trio.open_nursery() as inner:
-                addresses = await inner.start(service.run)
-                request = pb.AddEventsRequest()
-                for event in realistic_events("lifecycle", 200, seed=5):
-                    event.serialize_into(request.events_data.events.add())
-                # Put events straight into the buffer while no publisher can run, then cancel.
-                buffer = service.publishers[0]._buffer
-                for ev in request.events_data.events:
-                    buffer.add_nowait(ev.event_type, ev.SerializeToString())
+                await inner.start(service.run)
+                _buffer_events(service, 20)
+                await sink.failed_twice.wait()  # the publisher is retrying
                 inner.cancel_scope.cancel()
-            outer.cancel_scope.cancel()
-    assert addresses.grpc_port > 0
+                cancelled_at = trio.current_time()
+            stopped_in = trio.current_time() - cancelled_at
+            nursery.cancel_scope.cancel()
+    assert stopped_in < 1.0  # before the fix: the whole grace period
     summary = service.summary
     assert summary is not None
-    assert summary.delivered == 200
-    assert len(sink.events) == 200
+    assert (summary.delivered, summary.dropped, summary.abandoned) == (0, 0, 20)
+
+
+async def test_cancelling_a_nursery_with_the_service_and_its_collector_is_prompt(
+    tmp_path: Any,
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            collector = Collector(CollectorConfig(db_path=tmp_path / "c.db", port=0))
+            collector_port = await nursery.start(collector.run)
+            service = AgentService(_config(collector_port, grace_period=5.0))
+            await nursery.start(service.run)
+            _buffer_events(service, 1)
+            nursery.cancel_scope.cancel()
+            cancelled_at = trio.current_time()
+        stopped_in = trio.current_time() - cancelled_at
+    assert stopped_in < 1.0
+    summary = service.summary
+    assert summary is not None
+    assert summary.delivered + summary.abandoned == 1  # whether it got out first is a race
+    assert summary.dropped == 0
+
+
+async def test_cancelling_the_service_during_a_graceful_drain_cuts_the_drain_short() -> None:
+    sink = Sink()
+    sink.fail_with = 503  # the drain would retry until the grace period ends
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            sink_port = await nursery.start(serve_http, sink.handle, "127.0.0.1", 0)
+            service = AgentService(_config(sink_port, grace_period=10.0))
+            async with trio.open_nursery() as inner:
+                await inner.start(service.run)
+                _buffer_events(service, 50)
+                service.request_stop()
+                await sink.failed_twice.wait()  # draining: retrying against the sink
+                assert service.publishers[0].statistics().draining
+                inner.cancel_scope.cancel()
+                cancelled_at = trio.current_time()
+            stopped_in = trio.current_time() - cancelled_at
+            nursery.cancel_scope.cancel()
+    assert stopped_in < 1.0  # before the fix: the rest of the 10 s grace period
+    summary = service.summary
+    assert summary is not None
+    assert (summary.delivered, summary.abandoned + summary.dropped) == (0, 50)
+
+
+class _SlowResolver(trio.abc.HostnameResolver):
+    """Name resolution that takes 3 s (a hung DNS server), through trio's resolver hook."""
+
+    async def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):
+        await trio.sleep(3)
+        raise OSError("no such host")
+
+    async def getnameinfo(self, sockaddr, flags):
+        raise NotImplementedError
+
+
+async def test_a_cancelled_start_up_returns_at_once(autojump_clock) -> None:
+    trio.socket.set_custom_hostname_resolver(_SlowResolver())
+    config = _config(None, agent=AgentConfig(host="agent.invalid"), metrics_listen=None)
+    service = AgentService(config)
+    started = trio.current_time()
+    with trio.move_on_after(1):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+    assert trio.current_time() - started == pytest.approx(1.0)  # before the fix: 3 s
+    assert service.summary is None  # it never started, so it has nothing to count
+    assert service._stopped.is_set()
 
 
 async def test_sink_down_at_shutdown_counts_what_is_abandoned(nursery: trio.Nursery) -> None:

@@ -193,7 +193,8 @@ def persisted_cursors(spool: SpoolEventBuffer) -> dict[str, int]:
 def test_a_failed_write_accepts_nothing_and_the_next_one_works(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with open_spool(tmp_path / "s.spool", max_events=4) as spool:
+    metrics = Metrics()
+    with open_spool(tmp_path / "s.spool", max_events=4, metrics=metrics) as spool:
         spool.register_consumer("pub")
         add(spool, 0, 4)
         batch = spool.take_nowait("pub", 2)
@@ -204,6 +205,7 @@ def test_a_failed_write_accepts_nothing_and_the_next_one_works(
         assert spool.statistics() == before
         spool.commit("pub", batch)  # logged, and written with the next write
         assert "A restart may deliver some events again." in caplog.text
+        assert metrics.value("trio_events_spool_cursor_write_failures_total") == 1
         assert persisted_cursors(spool) == {"pub": 0}
         spool._file._conn.execute("PRAGMA query_only=0")
         add(spool, 4, 6)

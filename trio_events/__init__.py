@@ -44,6 +44,7 @@ from trio_events.producer import RayWorkerDefinitionEvent as RayWorkerDefinition
 from trio_events.producer import RayWorkerLifecycleEvent as RayWorkerLifecycleEvent
 from trio_events.producer import RecorderConfig as RecorderConfig
 from trio_events.producer import RecorderStatistics as RecorderStatistics
+from trio_events.producer import RequestTooLargeError as RequestTooLargeError
 from trio_events.producer import RetryableExportError as RetryableExportError
 from trio_events.producer import open_recorder as open_recorder
 
@@ -77,6 +78,7 @@ __all__ = [
     "RayWorkerLifecycleEvent",
     "RecorderConfig",
     "RecorderStatistics",
+    "RequestTooLargeError",
     "RetryableExportError",
     "open_recorder",
     "pb",

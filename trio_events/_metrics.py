@@ -126,6 +126,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.spool_cursor_write_failures = Counter(
+            "trio_events_spool_cursor_write_failures",
+            "Writes of consumers' cursors to the spool that failed (retried with the next write;"
+            " a restart before that re-delivers what the cursors had passed).",
+            registry=r,
+        )
         self.buffer_size = Gauge(
             "trio_events_buffer_events", "Events held in the multi-consumer buffer.", registry=r
         )

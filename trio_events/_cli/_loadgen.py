@@ -191,7 +191,8 @@ async def run_loadgen(args: argparse.Namespace) -> int:
     events = realistic_events(args.kind, args.events, seed=args.seed)
 
     started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
+    # The client is opened here, not only by the recorder, because _AckedIds may wrap it.
+    async with client, trio.open_nursery() as nursery:
         if sys.stderr.isatty():
             nursery.start_soon(_show_progress, recorder, sys.stderr)
         async with recorder:

@@ -26,6 +26,7 @@ from grpclib.exceptions import GRPCError
 
 from trio_events import pb
 from trio_events._bridge import asyncio_loop, run_asyncio
+from trio_events._refusal import BUFFER_FULL, REFUSAL_KEY, TOO_LARGE
 from trio_events.agent._buffer import EventBuffer, MultiConsumerEventBuffer
 from trio_events.agent._grpc_server import GrpcServer, recv_raw_message
 
@@ -92,16 +93,7 @@ class _EventAggregatorServicer(pb.EventAggregatorServiceBase):
         self._agent = agent
 
     async def AddEvents(self, stream: Stream[pb.AddEventsRequest, pb.AddEventsReply]) -> None:
-        data = await self._agent._receive(stream)
-        # This runs in an asyncio task of the trio-asyncio loop, which executes inside a trio
-        # task on the same thread; so the buffer's synchronous methods (and the trio
-        # ParkingLot they unpark) are safe to call right here. The whole request is handled in
-        # this one synchronous call: no trio/asyncio crossing at all, let alone one per event.
-        # With a spool that includes its SQLite commit, which costs less than parsing the
-        # request (docs/spool.md), so it stays here rather than paying a thread hop and a lock;
-        # the slow part, checkpointing with its fsyncs, runs in a worker thread.
-        self._agent._add_events(data)
-        await stream.send_message(pb.AddEventsReply())  # Ray's reply: empty, status unset
+        await self._agent.answer_add_events(stream)
 
 
 class _ReporterServicer(pb.ReporterServiceBase):
@@ -109,9 +101,20 @@ class _ReporterServicer(pb.ReporterServiceBase):
         self._agent = agent
 
     async def HealthCheck(self, stream: Stream[pb.HealthCheckRequest, pb.HealthCheckReply]) -> None:
-        data = await self._agent._receive(stream)
-        self._agent._parse(pb.HealthCheckRequest, data)
-        await stream.send_message(pb.HealthCheckReply())
+        await self._agent.answer_health_check(stream)
+
+
+class _Refusal(GRPCError):
+    """RESOURCE_EXHAUSTED with the reason a sender needs (:mod:`trio_events._refusal`)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(Status.RESOURCE_EXHAUSTED, message)
+        self.reason = reason
+
+    async def send(self, stream: Stream[Any, Any]) -> None:
+        await stream.send_trailing_metadata(
+            status=self.status, status_message=self.message, metadata={REFUSAL_KEY: self.reason}
+        )
 
 
 @final
@@ -161,6 +164,43 @@ class AggregatorAgent:
     def port(self) -> int | None:
         """The bound port while :meth:`run` is serving, else None."""
         return self._port
+
+    # --- what the gRPC servicers call ---------------------------------------------------------
+
+    async def answer_add_events(
+        self, stream: Stream[pb.AddEventsRequest, pb.AddEventsReply]
+    ) -> None:
+        """Answer one AddEvents call: receive, validate, buffer all events or none, reply.
+
+        Refusals are gRPC errors, counted; RESOURCE_EXHAUSTED says in its trailing metadata
+        whether the message was too large or the buffer full.
+        """
+        try:
+            data = await self._receive(stream)
+            # This runs in an asyncio task of the trio-asyncio loop, which executes inside a
+            # trio task on the same thread; so the buffer's synchronous methods (and the trio
+            # ParkingLot they unpark) are safe to call right here. The whole request is handled
+            # in this one synchronous call: no trio/asyncio crossing at all, let alone one per
+            # event. With a spool that includes its SQLite commit, which costs less than
+            # parsing the request (docs/spool.md), so it stays here rather than paying a thread
+            # hop and a lock; the slow part, checkpointing with its fsyncs, runs in a thread.
+            self._add_events(data)
+        except _Refusal as refusal:
+            await refusal.send(stream)
+            return
+        await stream.send_message(pb.AddEventsReply())  # Ray's reply: empty, status unset
+
+    async def answer_health_check(
+        self, stream: Stream[pb.HealthCheckRequest, pb.HealthCheckReply]
+    ) -> None:
+        """Answer one ReporterService/HealthCheck call (GCS exports only once it succeeds)."""
+        try:
+            data = await self._receive(stream)
+        except _Refusal as refusal:
+            await refusal.send(stream)
+            return
+        self._parse(pb.HealthCheckRequest, data)
+        await stream.send_message(pb.HealthCheckReply())
 
     async def run(
         self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -239,8 +279,10 @@ class AggregatorAgent:
         try:
             return await recv_raw_message(stream, self._config.max_message_bytes)
         except GRPCError as exc:
-            reason = "oversized" if exc.status is Status.RESOURCE_EXHAUSTED else "malformed"
-            self._metrics.agent_invalid_requests.labels(reason).inc()
+            if exc.status is Status.RESOURCE_EXHAUSTED:
+                self._metrics.agent_invalid_requests.labels("oversized").inc()
+                raise _Refusal(TOO_LARGE, exc.message or "The request is too large.") from None
+            self._metrics.agent_invalid_requests.labels("malformed").inc()
             raise
 
     def _parse(self, message_type: type[_M], data: bytes) -> _M:
@@ -273,10 +315,7 @@ class AggregatorAgent:
 
     def _reject(self, count: int, room: str) -> NoReturn:
         self._metrics.agent_rejected_events.inc(count)
-        raise GRPCError(
-            Status.RESOURCE_EXHAUSTED,
-            f"The aggregator's buffer has room for {room}; retry later.",
-        )
+        raise _Refusal(BUFFER_FULL, f"The aggregator's buffer has room for {room}; retry later.")
 
     def _buffer_events(self, events: Iterable[pb.RayEvent], count: int, *, reject: bool) -> None:
         event_types: list[int] = []

@@ -116,6 +116,7 @@ class RayEventPublisher:
             attempts=self._attempts,
             consecutive_failures=self._consecutive_failures,
             draining=self._drain_deadline is not None,
+            last_success=self._last_success,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

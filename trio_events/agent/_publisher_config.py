@@ -112,6 +112,9 @@ class PublisherStatistics:
     draining: bool
     #: with a durable buffer: unread or in flight when run() ended, kept for the next start
     retained: int = 0
+    #: ``trio.current_time()`` of the last success (of the start, before the first one); a
+    #: moment, not a count, so it takes no part in comparing statistics
+    last_success: float = attrs.field(default=0.0, eq=False)
 
     def summary(self) -> str:
         """The supervisor's final line for this publisher."""

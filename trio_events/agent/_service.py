@@ -1,55 +1,62 @@
 """The agent as a service: gRPC ingest, buffer, publishers, /metrics and /healthz, one nursery.
 
-Start-up is in dependency order (publishers register as buffer consumers first, then the gRPC
-server binds, then the metrics endpoint), each stage signalling ``started()`` when ready, so a
-setup failure surfaces before any traffic. Shutdown — on cancellation of :meth:`run` or a
-call to :meth:`AgentService.request_stop` — is ordered and bounded:
+Start-up is in dependency order (the spool, publishers registering as buffer consumers, the gRPC
+server binding, the metrics endpoint), each stage signalling ``started()`` when ready, so a
+setup failure surfaces before any traffic. Start-up can be cancelled at any point: nothing in it
+is shielded, and a spool or store that hangs while opening is abandoned (and closed once its
+thread returns).
 
-1. the gRPC server stops accepting RPCs and closes;
-2. publishers drain what is still buffered within ``grace_period`` (retrying while time allows,
-   one attempt per batch near the end); what is left is counted as abandoned;
-3. everything else is cancelled; the final log line states delivered / dropped / abandoned.
+Once started, the stages stop only through the ordered shutdown, whose every step is bounded:
 
-With a spool (``ServiceConfig.spool``) the buffer is a :class:`SpoolEventBuffer` opened before
-the stages and closed after them: what is left at shutdown stays in it (``retained``) and the
-next start resumes from the publishers' persisted cursors (docs/spool.md).
+1. the gRPC server stops accepting RPCs and closes (within ``agent.shutdown_timeout``);
+2. the publishers stop. After :meth:`AgentService.request_stop` they first drain what is still
+   buffered within ``grace_period`` (retrying while time allows); after a cancellation of
+   :meth:`AgentService.run` they stop at once, without a new delivery attempt (a cancellation
+   during the drain cuts it short the same way). What is left is counted as abandoned, or
+   retained in the spool for the next start;
+3. the rest is cancelled and the spool closed; the final log line states delivered / dropped /
+   abandoned (/ retained).
 
-The stages run inside a shielded scope so that cancelling :meth:`run` does not tear them down
-before the drain; the shield is released by the ordered shutdown itself, whose every step is
-bounded (the server's close timeout, the grace period, the store's close).
+Only that shutdown is shielded from the caller's cancellation: it is what keeps the counts
+exact, and it is bounded. With a spool (``ServiceConfig.spool``) the buffer is a
+:class:`SpoolEventBuffer` opened before the stages and closed after them (docs/spool.md).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import time
-from typing import TYPE_CHECKING, final
+import threading
+from typing import TYPE_CHECKING, TypeVar, final
 
 import attrs
-import orjson
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trio_events._bridge import asyncio_loop
-from trio_events._http_server import Request, Response, serve_http
+from trio_events._http_server import serve_http
 from trio_events._metrics import Metrics
 from trio_events.agent._buffer import EventBuffer, MultiConsumerEventBuffer
 from trio_events.agent._http_sink import HttpPublisherClient, HttpPublisherConfig
 from trio_events.agent._ingest import AgentConfig, AggregatorAgent
 from trio_events.agent._publisher import PublisherConfig, PublisherStatistics, RayEventPublisher
 from trio_events.agent._spool import SpoolConfig, SpoolEventBuffer
+from trio_events.agent._status import answer_status, health
 from trio_events.agent._store_sink import StorePublishClient
 from trio_events.agent._task_publishing import TaskEventsDestination, TaskEventsPublishing
 from trio_events.store._sqlite import EventStore
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from trio_events.agent._sink import BatchEncoder, PublishClient
     from trio_events.agent._task_metadata import TaskMetadataStore
 
 logger = logging.getLogger("trio_events.agent")
+T = TypeVar("T")
 
 STORE_CONSUMER = "local_store"
+# Closing a client is local work; the bound only guards against one that misbehaves.
+_CLOSE_TIMEOUT = 1.0
 
 
 @final
@@ -123,15 +130,28 @@ class ShutdownSummary:
 
 @final
 class AgentService:
-    """``trio-events agent``: ``addresses = await nursery.start(service.run)``."""
+    """``trio-events agent`` as a trio service: ``addresses = await nursery.start(service.run)``.
+
+    Two ways to stop it (docs/service.md):
+
+    - :meth:`request_stop` (what SIGTERM and Ctrl-C do): the graceful stop. The gRPC server
+      closes, the publishers drain within ``grace_period``, and :meth:`run` returns.
+    - cancelling :meth:`run`: the prompt stop. The gRPC server closes and the publishers stop
+      at once; what they had not delivered is counted as abandoned (or retained in the spool).
+      :meth:`run` re-raises the cancellation after that bounded shutdown.
+
+    Either way :attr:`summary` then holds the final counts and :meth:`wait_stopped` returns them.
+    """
 
     def __init__(self, config: ServiceConfig, *, metrics: Metrics | None = None) -> None:
         self._config = config
         self._metrics = metrics if metrics is not None else Metrics()
         self._stop = trio.Event()
         self._stopped = trio.Event()
+        self._stopped_stages = trio.Event()
+        self._prompt = False  # stop without draining (run() was cancelled)
+        self._drain_scope: trio.CancelScope | None = None
         self._publishers: list[RayEventPublisher] = []
-        self._buffer: EventBuffer | None = None
         self._agent: AggregatorAgent | None = None
         self._store_client: StorePublishClient | None = None
         self.summary: ShutdownSummary | None = None
@@ -145,7 +165,7 @@ class AgentService:
         return tuple(self._publishers)
 
     def request_stop(self) -> None:
-        """Begin the ordered shutdown (what SIGTERM does); :meth:`run` returns when done."""
+        """Begin the graceful shutdown (what SIGTERM does); :meth:`run` returns when done."""
         self._stop.set()
 
     async def wait_stopped(self) -> ShutdownSummary | None:
@@ -156,39 +176,56 @@ class AgentService:
     async def run(
         self, *, task_status: trio.TaskStatus[ServiceAddresses] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        """Start the stages, report their addresses, serve until stopped (see the class)."""
         try:
             async with trio.open_nursery() as guard:
                 addresses: ServiceAddresses = await guard.start(self._supervise)
                 task_status.started(addresses)
                 try:
                     await self._stop.wait()
-                finally:
-                    # Cancelled from outside or asked to stop: either way, the ordered shutdown.
-                    self._stop.set()
+                    # A graceful shutdown is under way: a cancellation now makes it prompt.
+                    await self._stopped_stages.wait()
+                except trio.Cancelled:
+                    self._stop_promptly()
+                    raise
         finally:
             self._stopped.set()
 
+    def _stop_promptly(self) -> None:
+        self._prompt = True
+        self._stop.set()
+        if self._drain_scope is not None:
+            self._drain_scope.cancel()
+
     async def _supervise(self, task_status: trio.TaskStatus[ServiceAddresses]) -> None:
         config = self._config
-        with trio.CancelScope(shield=True):
-            spool = None
-            if config.spool is not None:
-                spool = await trio.to_thread.run_sync(
-                    functools.partial(
-                        SpoolEventBuffer,
-                        config.spool,
-                        config.agent.max_batch_size,
-                        metrics=self._metrics,
+        try:
+            # Not shielded until every stage has started: start-up can be cancelled.
+            with trio.CancelScope() as shutdown_shield:
+                spool = None
+                if config.spool is not None:
+                    spool = await _open_in_thread(
+                        functools.partial(
+                            SpoolEventBuffer,
+                            config.spool,
+                            config.agent.max_batch_size,
+                            metrics=self._metrics,
+                        ),
+                        SpoolEventBuffer.close_database,
                     )
-                )
-            try:
-                await self._run_stages(spool, task_status)
-            finally:
-                if spool is not None:
-                    spool.close_database()  # after every stage: nothing uses it any more
+                try:
+                    await self._run_stages(spool, shutdown_shield, task_status)
+                finally:
+                    if spool is not None:
+                        spool.close_database()  # after every stage: nothing uses it any more
+        finally:
+            self._stopped_stages.set()
 
     async def _run_stages(
-        self, spool: SpoolEventBuffer | None, task_status: trio.TaskStatus[ServiceAddresses]
+        self,
+        spool: SpoolEventBuffer | None,
+        shutdown_shield: trio.CancelScope,
+        task_status: trio.TaskStatus[ServiceAddresses],
     ) -> None:
         config = self._config
         async with asyncio_loop(), trio.open_nursery() as nursery:
@@ -199,7 +236,6 @@ class AgentService:
                     config.agent.buffer_size, config.agent.max_batch_size, metrics=self._metrics
                 )
             )
-            self._buffer = buffer
             clients = await self._clients()
             task_metadata: list[TaskMetadataStore] = []
             for destination in config.task_destinations:
@@ -209,12 +245,7 @@ class AgentService:
             if spool is not None:
                 await nursery.start(spool.run)
                 _forget_stale_consumers(spool, [c.name for _, c, _ in clients])
-            for client, publisher_config, encoder in clients:
-                publisher = RayEventPublisher(
-                    publisher_config, client, buffer, metrics=self._metrics, encoder=encoder
-                )
-                self._publishers.append(publisher)
-                await nursery.start(publisher.run)
+            await self._start_publishers(nursery, buffer, clients)
             store_path = config.store_path if self._store_client is not None else None
             agent = AggregatorAgent(
                 config.agent,
@@ -238,19 +269,49 @@ class AgentService:
             metrics_port = None
             if config.metrics_listen is not None:
                 host, port = config.metrics_listen
-                metrics_port = await nursery.start(serve_http, self._handle_http, host, port)
+                handler = functools.partial(answer_status, self._metrics, self.health)
+                metrics_port = await nursery.start(serve_http, handler, host, port)
                 logger.info("Metrics and health on http://%s:%d/metrics.", host, metrics_port)
             resumed = spool.resumed_events if spool is not None else None
+            # From here on the stages stop only through the ordered shutdown below, which is
+            # bounded: the server's close timeout, the grace period (or none), the clients'.
+            shutdown_shield.shield = True
             task_status.started(
                 ServiceAddresses(grpc_port, metrics_port, store_path, spool_resumed=resumed)
             )
             await self._stop.wait()
-            logger.info("Stopping: closing the gRPC server, then draining publishers.")
+            logger.info(
+                "Stopping: closing the gRPC server, then %s.",
+                "stopping publishers at once" if self._prompt else "draining publishers",
+            )
             agent_scope.cancel()
             await agent_done.wait()
-            self.summary = await self._drain()
-            logger.info("Stopped: %s.", self.summary.line())
+            await self._drain()
             nursery.cancel_scope.cancel()
+        # Every publisher has ended: its statistics are final.
+        self.summary = _summary([p.statistics() for p in self._publishers])
+        logger.info("Stopped: %s.", self.summary.line())
+
+    async def _start_publishers(
+        self,
+        nursery: trio.Nursery,
+        buffer: EventBuffer,
+        clients: list[tuple[PublishClient, PublisherConfig, BatchEncoder | None]],
+    ) -> None:
+        """Start one publisher per client; a client whose publisher never started is closed."""
+        started = 0
+        try:
+            for client, publisher_config, encoder in clients:
+                publisher = RayEventPublisher(
+                    publisher_config, client, buffer, metrics=self._metrics, encoder=encoder
+                )
+                self._publishers.append(publisher)
+                await nursery.start(publisher.run)
+                started += 1
+        finally:
+            for client, _, _ in clients[started:]:
+                with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT):
+                    await client.aclose()
 
     async def _clients(self) -> list[tuple[PublishClient, PublisherConfig, BatchEncoder | None]]:
         config = self._config
@@ -258,79 +319,72 @@ class AgentService:
             (HttpPublisherClient(d.http), d.publisher, None) for d in config.destinations
         ]
         if not clients and config.store_path is not None:
-            store = await trio.to_thread.run_sync(EventStore, config.store_path)
+            store = await _open_in_thread(
+                functools.partial(EventStore, config.store_path), EventStore.close
+            )
             self._store_client = StorePublishClient(store)
             clients.append((self._store_client, config.store_publisher, None))
             logger.info("No export address: storing events in %s.", config.store_path)
         return clients
 
-    async def _drain(self) -> ShutdownSummary:
+    async def _drain(self) -> None:
+        """Let the publishers deliver what is left within ``grace_period``; not when prompt."""
         deadline = trio.current_time() + self._config.grace_period
-        results: list[PublisherStatistics] = []
+        with trio.CancelScope() as self._drain_scope:
+            if self._prompt:
+                self._drain_scope.cancel()
+            async with trio.open_nursery() as nursery:
+                for publisher in self._publishers:
+                    nursery.start_soon(publisher.drain, deadline)
+        self._drain_scope = None
 
-        async def drain_one(publisher: RayEventPublisher) -> None:
-            results.append(await publisher.drain(deadline))
-
-        async with trio.open_nursery() as nursery:
-            for publisher in self._publishers:
-                nursery.start_soon(drain_one, publisher)
-        return ShutdownSummary(
-            delivered=sum(s.delivered for s in results),
-            dropped=sum(s.dropped for s in results),
-            abandoned=sum(s.abandoned for s in results),
-            publishers=tuple(results),
-            retained=sum(s.retained for s in results),
-        )
-
-    # --- /metrics and /healthz ----------------------------------------------------------------
-
-    async def _handle_http(self, request: Request) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            return Response.text(405, "Only GET is served here.")
-        if request.path == "/metrics":
-            self._refresh_gauges()
-            body = generate_latest(self._metrics.registry)
-            return Response(200, body, (("content-type", CONTENT_TYPE_LATEST),))
-        if request.path == "/healthz":
-            healthy, detail = self.health()
-            body = orjson.dumps({"status": "healthy" if healthy else "unhealthy", **detail})
-            return Response.json(200 if healthy else 503, body)
-        return Response.text(404, "Not found; try /metrics or /healthz.")
-
-    def _refresh_gauges(self) -> None:
-        buffer = self._buffer
-        if buffer is None:
-            return
-        m = self._metrics
-        m.buffer_size.set(len(buffer))
-        m.buffer_capacity.set(buffer.capacity)
-        for publisher in self._publishers:
-            m.buffer_unread.labels(publisher.name).set(publisher.statistics().unread)
+    # --- /metrics and /healthz (agent/_status.py) -----------------------------------------------
 
     def health(self) -> tuple[bool, dict[str, object]]:
         """Unhealthy while the gRPC server is down or a publisher has failed for too long."""
-        reasons: list[str] = []
-        if self._agent is None or self._agent.port is None:
-            reasons.append("the gRPC server is not serving")
-        publishers: dict[str, object] = {}
-        for publisher in self._publishers:
-            stats = publisher.statistics()
-            since = self._metrics.value(
-                "ray_aggregator_agent_time_since_last_success_seconds",
-                {"consumer": publisher.name},
-            )
-            publishers[publisher.name] = {
-                "delivered": stats.delivered,
-                "unread": stats.unread,
-                "consecutive_failures": stats.consecutive_failures,
-                "seconds_since_last_success": round(since, 3),
-            }
-            if stats.consecutive_failures and since > self._config.unhealthy_after:
-                reasons.append(
-                    f"publisher {publisher.name} has failed for {since:.0f} s "
-                    f"({stats.consecutive_failures} attempts)"
-                )
-        return (not reasons, {"reasons": reasons, "publishers": publishers, "time": time.time()})
+        serving = self._agent is not None and self._agent.port is not None
+        stats = [p.statistics() for p in self._publishers]
+        return health(serving, stats, self._config.unhealthy_after)
+
+
+def _summary(results: list[PublisherStatistics]) -> ShutdownSummary:
+    return ShutdownSummary(
+        delivered=sum(s.delivered for s in results),
+        dropped=sum(s.dropped for s in results),
+        abandoned=sum(s.abandoned for s in results),
+        publishers=tuple(results),
+        retained=sum(s.retained for s in results),
+    )
+
+
+async def _open_in_thread(open_: Callable[[], T], close: Callable[[T], object]) -> T:
+    """``open_()`` in a worker thread that a cancellation abandons.
+
+    A file on a hung disk must not hold up a cancelled start-up. What the abandoned thread
+    opens after all is closed, by the thread itself or here, never leaked.
+    """
+    lock = threading.Lock()
+    abandoned = False
+    opened: list[T] = []
+
+    def work() -> T:
+        result = open_()
+        with lock:
+            if abandoned:
+                close(result)
+            else:
+                opened.append(result)
+        return result
+
+    try:
+        return await trio.to_thread.run_sync(work, abandon_on_cancel=True)
+    except trio.Cancelled:
+        with lock:
+            abandoned = True
+            late = list(opened)  # finished, but the cancellation won the race to the result
+        for result in late:
+            close(result)
+        raise
 
 
 def _forget_stale_consumers(spool: SpoolEventBuffer, publishers: list[str]) -> None:

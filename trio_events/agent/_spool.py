@@ -424,6 +424,7 @@ class SpoolEventBuffer:
         try:
             dropped = self._write(None, self._head, {})
         except trio.BrokenResourceError as exc:
+            self._metrics.spool_cursor_write_failures.inc()
             logger.warning("%s A restart may deliver some events again.", exc)
             return
         self._index.drop(dropped)

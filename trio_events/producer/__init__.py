@@ -10,6 +10,7 @@ from trio_events.producer._client import AddEventsClient as AddEventsClient
 from trio_events.producer._client import BackpressureError as BackpressureError
 from trio_events.producer._client import EventAggregatorClient as EventAggregatorClient
 from trio_events.producer._client import ExportError as ExportError
+from trio_events.producer._client import RequestTooLargeError as RequestTooLargeError
 from trio_events.producer._client import RetryableExportError as RetryableExportError
 from trio_events.producer._event_base import RayEventBase as RayEventBase
 from trio_events.producer._events import EVENT_CLASSES as EVENT_CLASSES
@@ -43,8 +44,8 @@ from trio_events.producer._events import RayTaskProfileEvent as RayTaskProfileEv
 from trio_events.producer._events import RayWorkerDefinitionEvent as RayWorkerDefinitionEvent
 from trio_events.producer._events import RayWorkerLifecycleEvent as RayWorkerLifecycleEvent
 from trio_events.producer._recorder import RayEventRecorder as RayEventRecorder
-from trio_events.producer._recorder import RecorderConfig as RecorderConfig
 from trio_events.producer._recorder import open_recorder as open_recorder
+from trio_events.producer._recorder_config import RecorderConfig as RecorderConfig
 from trio_events.producer._ring import RecorderStatistics as RecorderStatistics
 from trio_events.producer._task_recorder import TaskEventRecorder as TaskEventRecorder
 from trio_events.producer._task_recorder import open_task_recorder as open_task_recorder
@@ -78,6 +79,7 @@ __all__ = [
     "RayWorkerLifecycleEvent",
     "RecorderConfig",
     "RecorderStatistics",
+    "RequestTooLargeError",
     "RetryableExportError",
     "TaskEventPolicy",
     "TaskEventRecorder",

@@ -1,25 +1,33 @@
 """The recorder's side of ``AddEvents``: a grpclib channel hosted on trio, errors mapped once.
 
-grpclib is asyncio-only, so every call crosses into the trio-asyncio loop with
-:func:`trio_events._bridge.run_asyncio` (once per RPC, never per event). Everything grpclib or
-the socket layer can raise is translated into :class:`ExportError` by :func:`classify`, the one
-place that decides which failures are worth retrying.
+grpclib is asyncio-only, so the client holds a trio-asyncio loop (:mod:`trio_events._bridge`)
+from ``async with client`` to its end, and every call crosses into it once per RPC, never per
+event, from whichever trio task makes the call. Everything grpclib or the socket layer can
+raise is translated into :class:`ExportError` by :func:`classify`, the one place that decides
+which failures are worth retrying.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, ClassVar, Protocol, Self, final
 
+import trio
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from trio_events import pb
-from trio_events._bridge import run_asyncio
+from trio_events._bridge import AsyncioLoop, asyncio_loop
+from trio_events._refusal import too_large
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from types import TracebackType
+
+# Closing a channel is local work; the bound only guards against one that misbehaves.
+_CLOSE_TIMEOUT = 1.0
 
 
 class ExportError(Exception):
@@ -31,8 +39,12 @@ class ExportError(Exception):
     """
 
     retryable: ClassVar[bool] = False
-    #: True when the aggregator is full (RESOURCE_EXHAUSTED): keep the events and slow down.
+    #: True when the aggregator refused with RESOURCE_EXHAUSTED: keep the events and send them
+    #: in smaller requests, or later.
     backpressure: ClassVar[bool] = False
+    #: True when the aggregator refused the request for its size: a smaller request may pass,
+    #: the same one never will.
+    too_large: ClassVar[bool] = False
 
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
@@ -52,8 +64,24 @@ class BackpressureError(RetryableExportError):
     backpressure = True
 
 
+@final
+class RequestTooLargeError(RetryableExportError):
+    """The aggregator refused the request for its size (RESOURCE_EXHAUSTED).
+
+    Smaller requests may pass; a request of one event refused so never will, and the recorder
+    drops that event with reason ``oversized``.
+    """
+
+    backpressure = True
+    too_large = True
+
+
 class AddEventsClient(Protocol):
-    """What a recorder needs from a client; tests pass fakes with the same two methods."""
+    """What a recorder needs from a client; tests pass fakes with the same two methods.
+
+    A client that needs something for its whole life (:class:`EventAggregatorClient`: an
+    asyncio loop) is also an async context manager, which the recorder's ``run()`` enters.
+    """
 
     # The deadline is a parameter (not only a cancel scope) because gRPC sends it to the server.
     async def add_events(self, request: pb.AddEventsRequest, *, timeout: float) -> None: ...  # noqa: ASYNC109
@@ -80,14 +108,23 @@ _PERMANENT_STATUS: dict[Status, str] = {
 }
 
 
-def classify(exc: BaseException) -> ExportError | None:
+def classify(
+    exc: BaseException,
+    *,
+    trailing_metadata: Mapping[str, object] | None = None,
+    request_bytes: int = 0,
+) -> ExportError | None:
     """The :class:`ExportError` for a failure of one ``AddEvents`` call, or None if it is a bug.
 
-    This is the only place that maps transport and gRPC errors to retry decisions.
+    This is the only place that maps transport and gRPC errors to retry decisions. For
+    RESOURCE_EXHAUSTED, the answer's trailing metadata (:mod:`trio_events._refusal`), or else
+    the request's size, tells a request that is too large from an aggregator that is full.
     """
     if isinstance(exc, GRPCError):
         detail = f"AddEvents failed with {exc.status.name}: {exc.message or 'no message'}."
         if exc.status is Status.RESOURCE_EXHAUSTED:
+            if too_large(trailing_metadata, request_bytes):
+                return RequestTooLargeError(detail, reason="resource_exhausted")
             return BackpressureError(detail, reason="resource_exhausted")
         if exc.status in _RETRYABLE_STATUS:
             return RetryableExportError(detail, reason=_RETRYABLE_STATUS[exc.status])
@@ -125,9 +162,12 @@ def parse_target(target: str) -> tuple[str, int]:
 class EventAggregatorClient:
     """Sends ``AddEventsRequest``s to one aggregator (``/ray.rpc.events.EventAggregatorService``).
 
-    Call it from inside :func:`trio_events._bridge.asyncio_loop` (a recorder's ``run()`` is).
-    The channel connects lazily on the first call and reconnects after a failure. ``token``,
-    when given, is sent as ``authorization: Bearer <token>`` and never appears in logs or reprs.
+    Use it as ``async with EventAggregatorClient(target) as client:``; a recorder's ``run()``
+    does that for the client it owns. From entry to exit the client holds a trio-asyncio loop
+    (the one already running in the entering task, or its own), so any trio task may call it
+    meanwhile. Entering again while it is open is allowed; the outermost exit closes it. The
+    channel connects lazily on the first call and reconnects after a failure. ``token``, when
+    given, is sent as ``authorization: Bearer <token>`` and never appears in logs or reprs.
     """
 
     def __init__(self, target: str, *, token: str | None = None) -> None:
@@ -141,6 +181,9 @@ class EventAggregatorClient:
         self._channel: Channel | None = None
         self._stub: pb.EventAggregatorServiceStub | None = None
         self._closed = False
+        self._loop: AsyncioLoop | None = None
+        self._loop_stack: AsyncExitStack | None = None
+        self._entered = 0
 
     def __repr__(self) -> str:
         return f"EventAggregatorClient({self.target!r}, token={'***' if self._metadata else None})"
@@ -151,32 +194,59 @@ class EventAggregatorClient:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}.")
         if self._closed:
             raise RuntimeError("this EventAggregatorClient was closed; create a new one.")
-        try:
-            await run_asyncio(self._add_events, request, timeout)
-        except (GRPCError, TimeoutError, OSError, StreamTerminatedError, ProtocolError) as exc:
-            mapped = classify(exc)
-            assert mapped is not None
-            raise mapped from exc
+        if self._loop is None:
+            raise RuntimeError(
+                "this EventAggregatorClient is not open; use it as `async with "
+                "EventAggregatorClient(target) as client:` or give it to a running recorder."
+            )
+        await self._loop.run(self._add_events, request, timeout)
 
     async def _add_events(self, request: pb.AddEventsRequest, seconds: float) -> None:
         # Runs on the asyncio side: grpclib needs the running loop when the channel is created.
         if self._stub is None:
             self._channel = Channel(self._host, self._port)
             self._stub = pb.EventAggregatorServiceStub(self._channel)
-        await self._stub.AddEvents(request, timeout=seconds, metadata=self._metadata)
+        stream = None
+        try:
+            async with self._stub.AddEvents.open(
+                timeout=seconds, metadata=self._metadata
+            ) as stream:
+                await stream.send_message(request, end=True)
+                await stream.recv_message()
+        except (GRPCError, TimeoutError, OSError, StreamTerminatedError, ProtocolError) as exc:
+            # A RESOURCE_EXHAUSTED answer says why in its trailing metadata.
+            mapped = classify(
+                exc,
+                trailing_metadata=None if stream is None else stream.trailing_metadata,
+                request_bytes=request.ByteSize(),
+            )
+            assert mapped is not None
+            raise mapped from exc
 
     async def aclose(self) -> None:
-        """Close the connection (idempotent); call it inside the same ``asyncio_loop()``."""
+        """Close the connection (idempotent); the loop is let go where ``async with`` ends."""
         self._closed = True
         channel, self._channel, self._stub = self._channel, None, None
-        if channel is not None:
-            await run_asyncio(self._close_channel, channel)
+        if channel is not None and self._loop is not None and not self._loop.is_closed:
+            with trio.move_on_after(_CLOSE_TIMEOUT):
+                await self._loop.run(self._close_channel, channel)
 
     @staticmethod
     async def _close_channel(channel: Channel) -> None:
         channel.close()
 
     async def __aenter__(self) -> Self:
+        if self._closed:
+            raise RuntimeError("this EventAggregatorClient was closed; create a new one.")
+        self._entered += 1
+        if self._entered == 1:
+            stack = AsyncExitStack()
+            try:
+                self._loop = await stack.enter_async_context(asyncio_loop())
+            except BaseException:
+                self._entered -= 1
+                raise
+            self._loop_stack = stack
         return self
 
     async def __aexit__(
@@ -185,4 +255,14 @@ class EventAggregatorClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        self._entered -= 1
+        if self._entered:
+            return
+        stack, self._loop_stack = self._loop_stack, None
+        try:
+            with trio.CancelScope(shield=True):  # bounded: aclose waits _CLOSE_TIMEOUT at most
+                await self.aclose()
+        finally:
+            self._loop = None
+            if stack is not None:
+                await stack.__aexit__(exc_type, exc, tb)

@@ -2,9 +2,9 @@
 
 Ray's recorder (ray-reference.md 2.5) empties its buffer before the RPC, so a failed export loses
 its events. Here the events of a failed export go back into the ring, *sealed*, and are retried
-with exponential backoff; every event is, at every moment, exported, buffered, in flight, or
-dropped with a counted reason (see :meth:`RayEventRecorder.statistics`). The ring and its
-accounting live in ``_recorder_ring``; this module is the trio service around it.
+with exponential backoff; every event is always exported, buffered, in flight, or dropped with
+a counted reason (:meth:`RayEventRecorder.statistics`). This is the trio service around the ring
+(``_ring``), configured by ``_recorder_config``.
 """
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ from __future__ import annotations
 import logging
 import math
 import random
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, NoReturn, final
 
-import attrs
 import trio
 
 from trio_events import pb
-from trio_events._bridge import asyncio_loop
 from trio_events._metrics import Metrics
 from trio_events.producer._client import (
     AddEventsClient,
@@ -27,6 +25,8 @@ from trio_events.producer._client import (
     ExportError,
     RetryableExportError,
 )
+from trio_events.producer._recorder_config import RecorderConfig as RecorderConfig  # re-export
+from trio_events.producer._recorder_config import backoff_delay
 from trio_events.producer._ring import EventRing, ExportBatch, RecorderRing, RecorderStatistics
 
 if TYPE_CHECKING:
@@ -38,70 +38,6 @@ if TYPE_CHECKING:
 _log = logging.getLogger("trio_events.recorder")
 # Closing a client is local work; the bound only guards against one that misbehaves.
 _CLOSE_TIMEOUT = 1.0
-
-
-def _positive(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and value > 0):
-        raise ValueError(f"RecorderConfig.{name} must be a number > 0, got {value!r}.")
-
-
-@final
-@attrs.frozen(kw_only=True)
-class RecorderConfig:
-    """Settings of one recorder (defaults are Ray 2.60's where Ray has the setting)."""
-
-    max_queued_events: int = 10_000  # RAY_ray_event_recorder_max_queued_events
-    report_interval: float = 1.0  # RAY_ray_events_report_interval_ms / 1000
-    export_timeout: float = 5.0  # Ray has no deadline at all
-    backoff_initial: float = 1.0
-    backoff_max: float = 30.0
-    backoff_multiplier: float = 2.0
-    #: Fraction of each backoff delay that is randomised away (0 = exact, 1 = "full jitter").
-    backoff_jitter: float = 0.2
-    shutdown_flush_timeout: float = 5.0  # RAY_task_events_shutdown_flush_timeout_ms / 1000
-    enabled: bool = True  # RAY_enable_ray_event
-    source: str = "core_worker"  # the metrics' Source label
-    #: Largest request in merged events (Ray's task_events_send_batch_size); a request refused
-    #: with RESOURCE_EXHAUSTED is halved down to one event, then grows back on success.
-    max_events_per_request: int = 10_000
-    #: Largest request in bytes, below the agent's 20 MiB (Ray's AGENT_GRPC_MAX_MESSAGE_LENGTH).
-    max_request_bytes: int = 16 * 1024 * 1024
-
-    def __attrs_post_init__(self) -> None:
-        if isinstance(self.max_queued_events, bool) or not (
-            isinstance(self.max_queued_events, int) and self.max_queued_events >= 1
-        ):
-            raise ValueError(
-                f"RecorderConfig.max_queued_events must be an integer >= 1, "
-                f"got {self.max_queued_events!r}."
-            )
-        for name in ("max_events_per_request", "max_request_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"RecorderConfig.{name} must be an integer >= 1, got {value!r}.")
-        for name in ("report_interval", "export_timeout", "backoff_initial", "backoff_max"):
-            _positive(name, getattr(self, name))
-        if self.backoff_max < self.backoff_initial:
-            raise ValueError("RecorderConfig.backoff_max must be >= backoff_initial.")
-        if not self.backoff_multiplier >= 1:
-            raise ValueError("RecorderConfig.backoff_multiplier must be >= 1.")
-        if not 0 <= self.backoff_jitter <= 1:
-            raise ValueError("RecorderConfig.backoff_jitter must be between 0 and 1.")
-        if not self.shutdown_flush_timeout >= 0:
-            raise ValueError("RecorderConfig.shutdown_flush_timeout must be >= 0.")
-        if not (isinstance(self.source, str) and self.source):
-            raise ValueError("RecorderConfig.source must be a non-empty string.")
-
-
-def backoff_delay(config: RecorderConfig, failures: int, rand: Callable[[], float]) -> float:
-    """Seconds to wait after the ``failures``-th consecutive failed export (``failures >= 1``).
-
-    ``initial * multiplier**(failures - 1)``, capped at ``backoff_max``, then shortened by up to
-    ``backoff_jitter`` of itself (``rand()`` in [0, 1)) so that recorders do not retry in step.
-    """
-    exponent = min(failures - 1, 64)  # beyond this the cap applies anyway; avoids float overflow
-    base = min(config.backoff_max, config.backoff_initial * config.backoff_multiplier**exponent)
-    return base * (1.0 - config.backoff_jitter * rand())
 
 
 @final
@@ -271,13 +207,12 @@ class RayEventRecorder:
         return error
 
     def _single_event_refused(self, error: ExportError) -> ExportError:
-        """A one-event request refused: backpressure, unless it says the event is too large.
+        """A one-event request refused: backpressure, unless it was refused for its size.
 
         A single event too large for the aggregator can never be sent: it becomes a
         non-retryable ``oversized`` (dropped and counted) instead of being retried forever.
         """
-        text = str(error).lower()
-        if "larger than" in text or "limit of" in text:
+        if error.too_large:
             return ExportError(
                 f"The aggregator refuses this event as too large: {error}", reason="oversized"
             )
@@ -315,8 +250,8 @@ class RayEventRecorder:
         """Export what is buffered now (after any export in flight); True if nothing failed.
 
         A failure is handled as in :meth:`run` (events kept sealed, or dropped and counted) but
-        not retried here. With an :class:`EventAggregatorClient`, call it inside ``run()``'s
-        lifetime or your own ``asyncio_loop()``.
+        not retried here. Call it from any task while the recorder runs (inside
+        :func:`open_recorder` or ``async with recorder``), or with a client you opened yourself.
         """
         error, count = await self._export_once()
         if error is not None:
@@ -349,7 +284,7 @@ class RayEventRecorder:
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT):
                     await self._client.aclose()
-        async with asyncio_loop():
+        async with self._client_lifetime():
             try:
                 _log.info(
                     "recorder started: source=%s capacity=%d interval_s=%s",
@@ -362,6 +297,17 @@ class RayEventRecorder:
             finally:
                 with trio.CancelScope(shield=True):
                     await self._shutdown()
+
+    def _client_lifetime(self) -> AbstractAsyncContextManager[object]:
+        """The client's own lifetime, if it has one, entered for the whole of :meth:`run`.
+
+        :class:`EventAggregatorClient` holds its asyncio loop from entry to exit, so that
+        :meth:`flush` works from any task while the recorder runs.
+        """
+        client = self._client
+        if isinstance(client, AbstractAsyncContextManager):
+            return client
+        return nullcontext()
 
     async def _export_loop(self) -> NoReturn:
         interval = self._config.report_interval
