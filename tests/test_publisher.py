@@ -227,7 +227,7 @@ async def test_400_is_permanent_dropped_counted_and_logged_once(
     assert h.value("ray_aggregator_agent_consecutive_failures_since_last_success") == 1
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
-    assert errors[0].name == "trio_events.publisher"
+    assert errors[0].name == "trio_events.agent.publisher"
     assert "HTTP 400" in errors[0].getMessage()
     assert "field taskId is not a UUID" in errors[0].getMessage()
     # The publisher goes on with the next batch.
