@@ -12,6 +12,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from trio_events import __version__
+from trio_events._cli import _values as v
 from trio_events._cli import _agent
 from trio_events._cli._settings import Resolved, Setting, describe_default, resolve
 from trio_events._cli._tables import COMMANDS, GLOBAL_SETTINGS
@@ -75,7 +76,8 @@ def _agent_destinations(resolved: Resolved, file: object, environ: Mapping[str, 
 def _line(setting: Setting, value: object, origin: str) -> str:
     if value is None:  # TOML has no null: say what the absence means
         return f"# {setting.key} unset: {describe_default(setting)}  # {origin}"
-    return f"{setting.key} = {_value(setting, value)}  # {origin}"
+    line = f"{setting.key} = {_value(setting, value)}  # {origin}"
+    return line if setting.in_file else f"# {line} (not a file key)"
 
 
 def _value(setting: Setting, value: object) -> str:
@@ -87,7 +89,7 @@ def _value(setting: Setting, value: object) -> str:
         host = value[0] or ""
         return _quote(f"[{host}]:{value[1]}" if ":" in host else f"{host}:{value[1]}")
     if isinstance(value, list):
-        if setting.many and all(isinstance(item, tuple) for item in value):
+        if setting.parse is v.header:
             shown = ", ".join(
                 f"{_quote(k)} = {_quote(REDACTED if setting.secret else v)}" for k, v in value
             )
