@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
@@ -17,7 +18,9 @@ import pytest
 from tests.harness import clean_env, command
 from trio_events import pb
 from trio_events._cli._agent import ray_labels, service_config_from_args, warn_about
+from trio_events._cli._docs import configuration_markdown
 from trio_events._cli._main import _JsonFormatter, build_parser, main, parse
+from trio_events._cli._tables import COMMANDS, GLOBAL_SETTINGS
 from trio_events.agent._publisher_config import DEFAULT_EXPOSABLE_EVENT_TYPES
 from trio_events.agent._service import DEFAULT_METRICS_LISTEN
 from trio_events.store._sqlite import EventStore
@@ -387,3 +390,40 @@ def test_demo_runs_the_whole_pipeline_with_no_drops(tmp_path: Path) -> None:
     published = re.findall(r"published ([\d,]+)", result.stdout)
     assert published
     assert published[-1] == delivered.group(1)
+
+
+# --- docs/configuration.md --------------------------------------------------------------------
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found.update(action.choices)
+    return found
+
+
+def test_configuration_doc_is_generated_and_names_every_flag_and_variable() -> None:
+    """docs/configuration.md is `python -m trio_events._cli._docs` output: rerun it if this fails."""
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    assert doc == configuration_markdown()
+    head, *sections = re.split(r"^## trio-events ", doc, flags=re.MULTILINE)
+    by_command = {section.split()[0]: section for section in sections}
+    every_command = head[head.index("## Every command") :]
+    checked = 0
+    for name, sub in _subparsers(build_parser()).items():
+        parsers = [sub, *_subparsers(sub).values()]
+        for p in parsers:
+            for action in p._actions:
+                for flag in action.option_strings:
+                    if flag in ("-h", "--help", "--json-converter"):
+                        continue  # argparse's own, and the hidden benchmark switch
+                    checked += 1
+                    assert f"`{flag}`" in by_command[name] + every_command, (name, flag)
+    assert checked > 80
+    variables = {s.env for s in GLOBAL_SETTINGS if s.env}
+    variables |= {s.env for c in COMMANDS for s in c.settings if s.env}
+    for variable in variables:
+        assert f"`{variable}`" in doc, variable
+    # The variables the code reads are exactly the table's: one list, no stray reader.
+    assert "RAY_DASHBOARD_AGGREGATOR_AGENT_EVENTS_EXPORT_ADDR" in variables

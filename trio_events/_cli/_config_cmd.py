@@ -12,8 +12,8 @@ import argparse
 from typing import TYPE_CHECKING
 
 from trio_events import __version__
-from trio_events._cli import _values as v
 from trio_events._cli import _agent
+from trio_events._cli import _values as v
 from trio_events._cli._settings import Resolved, Setting, describe_default, resolve
 from trio_events._cli._tables import COMMANDS, GLOBAL_SETTINGS
 
