@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 
 from trio_events import pb
@@ -207,4 +208,27 @@ def test_the_global_settings_come_from_the_file_too(tmp_path: Path) -> None:
     assert (args.log_format, args.log_level, args.db) == ("json", "WARNING", "c.db")
     assert parse(["--config", path, "collect"], {"TRIO_EVENTS_LOG_FORMAT": "text"}).log_format == (
         "text"
+    )
+
+
+def test_each_value_is_defined_once() -> None:
+    """The library and the command line run the same pipeline (issue 12, item 5)."""
+    from trio_events.agent._http_sink import HttpPublisherConfig
+    from trio_events.agent._publisher_config import PublisherConfig
+    from trio_events.agent._service import Destination, ServiceConfig
+
+    # The local store keeps every type, from the library as from the command line.
+    assert ServiceConfig().store_publisher.exposable_event_types is None
+    assert _config([], {}).store_publisher == ServiceConfig().store_publisher
+    # A publisher's attempt timeout is its HTTP client's timeout, whatever it was given.
+    given = PublisherConfig(attempt_timeout=1.0)
+    destination = Destination(HttpPublisherConfig(url="http://127.0.0.1:9/", timeout=7.5), given)
+    assert destination.publisher.attempt_timeout == 7.5
+    assert (
+        Destination(HttpPublisherConfig(url="http://127.0.0.1:9/")).publisher.attempt_timeout == 3.0
+    )
+    # The table's defaults are the library's.
+    library = _config(["--export-addr", "http://127.0.0.1:9/"], {}).destinations[0]
+    assert library.publisher == attrs.evolve(
+        PublisherConfig(), attempt_timeout=library.http.timeout
     )
