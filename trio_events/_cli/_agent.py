@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from trio_events._cli._settings import Resolved, read_secret, resolve, secret_from_env
-from trio_events._cli._tables import DEFAULT_DB, PUBLISHER_SETTINGS
+from trio_events._cli._tables import PUBLISHER_SETTINGS
+from trio_events._cli._tool_settings import DEFAULT_DB
 from trio_events._metrics import Metrics
 from trio_events.agent._filtering import parse_exposable_event_types
 from trio_events.agent._http_sink import HttpPublisherConfig

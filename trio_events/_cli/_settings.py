@@ -68,6 +68,11 @@ class Command:
     positionals: tuple[tuple[str, str], ...] = ()  #: (metavar, help), for the docs
 
 
+def library_default(cls: type, name: str) -> Any:
+    """The library's default for ``cls.name``: defined there, once, and read by the table."""
+    return attrs.fields_dict(cls)[name].default
+
+
 def describe_default(setting: Setting) -> str:
     if setting.shown_default is not None:
         return setting.shown_default
