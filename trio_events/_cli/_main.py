@@ -172,7 +172,7 @@ def _setup_logging(log_format: str, log_level: str) -> None:
         if log_format == "json"
         else _TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
-    logging.basicConfig(level=log_level, handlers=[handler], force=True)
+    logging.basicConfig(level=log_level, handlers=[handler])
     # httpx logs every request at INFO; that is noise next to our one line per event of note.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
