@@ -139,3 +139,13 @@ async def test_the_agent_serves_tagged_metrics_and_health(nursery: trio.Nursery)
         re.MULTILINE,
     )
     assert health["status"] == "healthy"
+
+
+def test_the_health_check_reads_tagged_series() -> None:
+    """/healthz reads time-since-last-success back by its own labels; Ray's tags must not hide it."""
+    import time
+
+    metrics = Metrics(ray_labels=TAGS)
+    metrics.track_time_since_last_success("http_service", lambda: time.monotonic() - 90.0)
+    name = "ray_aggregator_agent_time_since_last_success_seconds"
+    assert metrics.value(name, {"consumer": "http_service"}) > 89.0
