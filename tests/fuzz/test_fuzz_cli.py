@@ -262,3 +262,52 @@ def test_agent_start_up_failure_is_one_sentence(
     lines = [line for line in done.stderr.splitlines() if not _LOG_RECORD.match(line)]
     assert (done.returncode, len(lines)) == (code, 1), done.stderr
     assert re.match(message, lines[0]), lines[0]
+
+
+# --- the config file ----------------------------------------------------------------------------
+
+_TOML_VALUES = st.one_of(
+    st.sampled_from(['""', "0", "-1", "3", "1.5", "-0.5", "nan", "inf", "true", "false", "[]"]),
+    st.sampled_from(['"ALL"', '["TASK_DEFINITION_EVENT"]', '["X", 1]', '{ "X-A" = "b" }', "{}"]),
+    st.sampled_from(['"127.0.0.1:0"', '"off"', '"http://127.0.0.1:9/"', '"reject"', '"zstd"']),
+    text.map(lambda t: '"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"'),
+)
+_TABLES = ["agent", "collect", "query", "loadgen", "demo", "agents", "[agent.destination]"]
+
+
+@st.composite
+def config_files(draw: st.DrawFn) -> str:
+    lines = []
+    keys = [s.key for c in _tables.COMMANDS for s in c.settings] + ["url", "name", "bufer_size"]
+    if draw(st.booleans()):
+        lines.append(f"log_level = {draw(_TOML_VALUES)}")
+    for table in draw(st.lists(st.sampled_from(_TABLES), max_size=3)):
+        lines.append(f"[{table}]")
+        for key in draw(st.lists(st.sampled_from(keys), max_size=4, unique=True)):
+            lines.append(f"{key} = {draw(_TOML_VALUES)}")
+    if draw(st.booleans()):
+        lines.append(draw(text))  # sometimes not TOML at all
+    return "\n".join(lines) + "\n"
+
+
+@FUZZ
+@given(data=st.data())
+def test_an_invalid_config_file_is_one_sentence(
+    paths: list[str], tally: Tally, data: st.DataObject
+) -> None:
+    """Whatever the file holds, resolving the agent's settings succeeds or says one sentence."""
+    from trio_events._cli._agent import service_config_from_args
+
+    content = data.draw(config_files())
+    path = Path(paths[1]).parent / "fuzz.toml"
+    path.write_text(content)
+    try:
+        args = _cli.parse(["agent", "--config", str(path)], {})
+        service_config_from_args(args, {})
+    except ValueError as exc:
+        message = str(exc)
+        assert "\n" not in message.strip() or "not valid TOML" in message, message
+        assert len(message) > 20, message
+        tally.add("cli: config files", "refused")
+        return
+    tally.add("cli: config files", "accepted")

@@ -16,7 +16,7 @@ import sqlite3
 import sys
 from argparse import SUPPRESS
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -74,19 +74,19 @@ def _exposable(value: str | None) -> frozenset[int] | None:
     return DEFAULT_EXPOSABLE_EVENT_TYPES if value is None else parse_exposable_event_types(value)
 
 
-def _publisher(name: str, s: Resolved | argparse.Namespace, converter: Any) -> PublisherConfig:
-    get = s.__getitem__ if isinstance(s, Resolved) else s.__getattribute__
+def _publisher(name: str, s: Resolved | argparse.Namespace, converter: str) -> PublisherConfig:
+    values = s.values if isinstance(s, Resolved) else vars(s)
     return PublisherConfig(
         name=name,
-        exposable_event_types=_exposable(get("exposable_event_types")),
-        preserve_proto_field_name=get("preserve_proto_field_name"),
-        linger=get("linger"),
-        max_retries=get("max_retries"),
-        give_up_after=get("give_up_after") or None,
-        initial_backoff=get("initial_backoff"),
-        max_backoff=get("max_backoff"),
-        jitter=get("jitter_ratio"),
-        converter=converter,
+        exposable_event_types=_exposable(values["exposable_event_types"]),
+        preserve_proto_field_name=values["preserve_proto_field_name"],
+        linger=values["linger"],
+        max_retries=values["max_retries"],
+        give_up_after=values["give_up_after"] or None,
+        initial_backoff=values["initial_backoff"],
+        max_backoff=values["max_backoff"],
+        jitter=values["jitter_ratio"],
+        converter=converter,  # type: ignore[arg-type]  # argparse's choices checked it
     )
 
 
