@@ -541,7 +541,8 @@ def scrape_sync(port: int) -> AgentCounters:
     return AgentCounters.parse(response.text)
 
 
-_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", re.MULTILINE)
+#: A text log record starts with its time: RFC 3339, milliseconds, UTC (2026-01-01T00:00:00.250Z).
+_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", re.MULTILINE)
 
 
 def tracebacks(log: str) -> Counter[str]:
@@ -551,7 +552,7 @@ def tracebacks(log: str) -> Counter[str]:
     for begin, end in itertools.pairwise([*starts, len(log)]):
         record = log[begin:end]
         if "Traceback (most recent call last)" in record:
-            found[record.splitlines()[0][24:]] += 1
+            found[_RECORD_START.sub("", record.splitlines()[0])] += 1
     if "Traceback (most recent call last)" in log[: starts[0] if starts else len(log)]:
         found["(outside any log record)"] += 1
     return found

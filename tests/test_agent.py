@@ -498,7 +498,7 @@ async def test_reject_policy_refuses_a_request_that_would_evict_unread_events() 
 async def test_without_publishers_events_are_accepted_counted_and_discarded(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="trio_events.agent._ingest")
+    caplog.set_level(logging.WARNING, logger="trio_events.agent.ingest")
     with trio.fail_after(DEADLINE):
         async with in_memory_agent(consumers=(), publishers_enabled=False) as running:
             await running.add_events(request(event(0), event(1)))

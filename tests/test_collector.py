@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import argparse
 import gzip
 import re
 
@@ -11,7 +10,9 @@ import trio
 import zstandard
 
 from tests import ray_event_samples as s
-from trio_events._cli._sink import add_collect_arguments, run_collect
+from trio_events._cli._collect import run_collect
+from trio_events._cli._main import parse
+from trio_events._cli._settings import ArgumentError
 from trio_events.store._collector import Collector, CollectorConfig, CollectorStatistics
 from trio_events.store._query import counts, failed_tasks, timeline
 
@@ -203,9 +204,7 @@ def test_config_is_validated(tmp_path):
 
 
 def _collect_args(*argv):
-    parser = argparse.ArgumentParser(prog="trio-events collect")
-    add_collect_arguments(parser)
-    return parser.parse_args(argv)
+    return parse(["collect", *argv], {})
 
 
 async def test_collect_command_reports_address_and_final_counts(tmp_path, capsys):
@@ -229,11 +228,11 @@ async def test_collect_command_reports_address_and_final_counts(tmp_path, capsys
 async def test_collect_command_fails_in_one_sentence(tmp_path, capsys):
     with trio.fail_after(DEADLINE):
         args = _collect_args("--listen", "127.0.0.1:0", "--db", str(tmp_path / "no" / "dir.db"))
-        assert await run_collect(args) == 1
-    err = capsys.readouterr().err
-    assert err == (
-        f"Cannot start the collector on 127.0.0.1:0 with {tmp_path / 'no' / 'dir.db'}: "
-        "unable to open database file.\n"
+        with pytest.raises(OSError, match=r"^cannot start on") as info:
+            await run_collect(args)
+    assert str(info.value) == (
+        f"cannot start on 127.0.0.1:0 with the store {tmp_path / 'no' / 'dir.db'}: "
+        "unable to open database file"
     )
 
 
@@ -241,5 +240,5 @@ def test_listen_syntax():
     assert _collect_args("--listen", "[::1]:9000").listen == ("::1", 9000)
     assert _collect_args("--listen", ":9000").listen == (None, 9000)
     assert _collect_args().listen == ("127.0.0.1", 8084)
-    with pytest.raises(SystemExit):
+    with pytest.raises(ArgumentError, match=r"^argument --listen: expected HOST:PORT"):
         _collect_args("--listen", "localhost")

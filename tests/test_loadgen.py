@@ -15,10 +15,11 @@ from tests.fake_client import FakeClient
 from trio_events import pb
 from trio_events._cli._loadgen import (
     _show_progress,
-    add_loadgen_arguments,
     realistic_events,
     run_loadgen,
 )
+from trio_events._cli._main import main, parse
+from trio_events._cli._settings import ArgumentError
 from trio_events.producer._recorder import RayEventRecorder, RecorderConfig
 
 SUMMARY = re.compile(
@@ -109,9 +110,7 @@ async def test_merged_export_keeps_each_attempts_transitions_in_order() -> None:
 
 
 def loadgen_args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="trio-events loadgen")
-    add_loadgen_arguments(parser)
-    return parser.parse_args(list(argv))
+    return parse(["loadgen", *argv], {})
 
 
 @pytest.mark.parametrize("rate", [None, "40000"])
@@ -170,15 +169,14 @@ async def test_run_loadgen_counts_what_an_unreachable_aggregator_costs(capsys) -
     assert failures >= 1
 
 
-async def test_run_loadgen_reports_a_bad_target(capsys) -> None:
-    status = await run_loadgen(loadgen_args("--target", "nowhere", "--events", "1"))
-    assert status == 2
+def test_loadgen_reports_a_bad_target_in_one_sentence(capsys) -> None:
+    assert main(["loadgen", "--target", "nowhere", "--events", "1"]) == 2
     assert capsys.readouterr().err == (
-        "loadgen: error: target 'nowhere' is not HOST:PORT; pass e.g. 127.0.0.1:50051 or "
-        "[::1]:50051.\n"
+        "trio-events loadgen: error: target 'nowhere' is not HOST:PORT; pass e.g. "
+        "127.0.0.1:50051 or [::1]:50051.\n"
     )
 
 
 def test_arguments_validate_numbers() -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(ArgumentError, match=r"^argument --events: expected a whole number"):
         loadgen_args("--target", "h:1", "--events", "0")

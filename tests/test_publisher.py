@@ -227,7 +227,7 @@ async def test_400_is_permanent_dropped_counted_and_logged_once(
     assert h.value("ray_aggregator_agent_consecutive_failures_since_last_success") == 1
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
-    assert errors[0].name == "trio_events.publisher"
+    assert errors[0].name == "trio_events.agent.publisher"
     assert "HTTP 400" in errors[0].getMessage()
     assert "field taskId is not a UUID" in errors[0].getMessage()
     # The publisher goes on with the next batch.
@@ -532,6 +532,12 @@ async def test_drain_with_the_sink_down_abandons_and_counts_what_is_left(
     assert len(last_call) == 10  # each of the ten batches got exactly one attempt
     assert len({b for b in sink.bodies[-10:]}) == 10
     assert h.buffer.statistics().consumers == {}  # the consumer left the buffer
+    # The log says what the last retry is: the only one left, then the batch is abandoned.
+    promises = [r.getMessage() for r in caplog.records if "; retry " in r.getMessage()]
+    assert promises[-1].endswith(
+        ", the last before the shutdown deadline (abandoned if it fails)."
+    ), promises[-1]
+    assert not any("the last before" in p for p in promises[:-1])
 
 
 async def test_drain_with_a_hanging_sink_stops_at_the_deadline(autojump_clock) -> None:

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-import argparse
 import json
 import re
 
 import pytest
 
 from tests import ray_event_samples as s
-from trio_events._cli._sink import add_query_arguments, run_query
+from trio_events._cli._main import parse
+from trio_events._cli._query import run_query
 from trio_events.store._query import (
     counts,
     failed_tasks,
@@ -225,9 +225,7 @@ def test_json_output(store_path):
 
 
 def _query_args(*argv):
-    parser = argparse.ArgumentParser(prog="trio-events query")
-    add_query_arguments(parser)
-    return parser.parse_args(argv)
+    return parse(["query", *argv], {})
 
 
 def test_query_command(store_path, capsys):
@@ -249,17 +247,23 @@ def test_query_command(store_path, capsys):
 
 def test_query_command_errors(tmp_path, store_path, capsys):
     missing = tmp_path / "nope.db"
-    assert run_query(_query_args("--db", str(missing))) == 1
-    assert capsys.readouterr().err == (
-        f"There is no event store at {str(missing)!r}; run `trio-events collect --db {missing}` "
-        "first or pass --db PATH.\n"
-    )
-    assert run_query(_query_args("--db", str(store_path), "timeline", "actor", "00")) == 1
-    assert capsys.readouterr().err == "No events for actor 00.\n"
+    with pytest.raises(ValueError, match=r"^there is no event store at .*nope\.db; run `trio"):
+        run_query(_query_args("--db", str(missing)))
+    assert run_query(_query_args("--db", str(store_path), "timeline", "actor", "00" * 16)) == 1
+    assert capsys.readouterr().err == f"No events for actor {'00' * 16}.\n"
     not_a_store = tmp_path / "notes.txt"
     not_a_store.write_text("hello")
-    assert run_query(_query_args("--db", str(not_a_store))) == 1
-    assert capsys.readouterr().err == f"{str(not_a_store)!r} is not an SQLite database.\n"
-    with pytest.raises(SystemExit):
-        _query_args("timeline", "tsak", "00")
-    assert "Unknown entity kind 'tsak'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"is not an SQLite database"):
+        run_query(_query_args("--db", str(not_a_store)))
+    with pytest.raises(ValueError, match=r"^Unknown entity kind 'tsak'"):
+        run_query(_query_args("timeline", "tsak", "00"))
+
+
+def test_a_bad_id_is_refused_not_decoded(store_path):
+    """Regression: 'zzzz' is valid base64 (3 bytes) and was looked up as task cf3cf3."""
+    with pytest.raises(ValueError, match=r"^'zzzz' is not a task ID: give 48 hex digits or the"):
+        run_query(_query_args("--db", str(store_path), "timeline", "task", "zzzz"))
+    with pytest.raises(ValueError, match=r"^'00' is not a actor ID"):
+        run_query(_query_args("--db", str(store_path), "timeline", "actor", "00"))
+    # Submission IDs are text: anything goes.
+    assert run_query(_query_args("--db", str(store_path), "timeline", "submission", "zz")) == 1

@@ -406,7 +406,7 @@ async def test_exit_flush_is_bounded_and_counts_what_it_could_not_send(
     client.script = ["hang"] * 10
     recorder, metrics = make(client, report_interval=3600, shutdown_flush_timeout=3.0)
     t0 = trio.current_time()
-    with caplog.at_level(logging.INFO, logger="trio_events.recorder"):
+    with caplog.at_level(logging.INFO, logger="trio_events.producer.recorder"):
         async with recorder:
             recorder.add_many([job_event("CREATED"), job_event("FINISHED")])
     assert trio.current_time() - t0 == pytest.approx(3.0)

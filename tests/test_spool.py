@@ -267,7 +267,7 @@ def test_operations_after_close_database(tmp_path: Path) -> None:
 async def test_the_checkpointer_runs_in_a_thread_and_restores_autocheckpoints(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="trio_events.spool")
+    caplog.set_level(logging.DEBUG, logger="trio_events.agent.spool_db")
     with open_spool(tmp_path / "s.spool", 1000, checkpoint_interval=0.01) as spool:
         spool.register_consumer("pub")
         with trio.fail_after(DEADLINE):  # real time: the checkpoint runs in a worker thread
@@ -653,7 +653,7 @@ async def test_a_restarted_agent_delivers_every_event_the_stopped_one_had_accept
         assert (summary.delivered, summary.abandoned, summary.retained) == (100, 0, 300)
 
         sink.hang = False
-        caplog.set_level(logging.INFO, logger="trio_events.spool")
+        caplog.set_level(logging.INFO, logger="trio_events.agent.spool_db")
         second = AgentService(service_config(sink_port, spool, grace_period=5.0))
         addresses = await nursery.start(second.run)
         assert addresses.spool_resumed == 300
@@ -678,10 +678,10 @@ def test_the_spool_and_the_store_cannot_share_a_file() -> None:
 
 def test_the_agent_command_line_configures_the_spool() -> None:
     from trio_events._cli._agent import service_config_from_args
-    from trio_events._cli._main import build_parser
+    from trio_events._cli._main import parse
 
     def config(argv: list[str], environ: dict[str, str]) -> ServiceConfig:
-        args = build_parser(environ).parse_args(["agent", *argv])
+        args = parse(["agent", *argv], environ)
         return service_config_from_args(args, environ)
 
     assert config([], {}).spool is None

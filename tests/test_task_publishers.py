@@ -332,7 +332,7 @@ def test_task_destinations_expose_task_events_only() -> None:
 
 def test_ray_switches_turn_on_the_gcs_and_dashboard_head_publishers() -> None:
     from trio_events._cli._agent import service_config_from_args
-    from trio_events._cli._main import build_parser
+    from trio_events._cli._main import parse
 
     env = {
         "RAY_DASHBOARD_AGGREGATOR_AGENT_PUBLISH_EVENTS_TO_GCS": "True",
@@ -341,7 +341,7 @@ def test_ray_switches_turn_on_the_gcs_and_dashboard_head_publishers() -> None:
         "RAY_DASHBOARD_AGGREGATOR_AGENT_EXPOSABLE_EVENT_TYPES": "ALL",  # HTTP only
         "TRIO_EVENTS_GCS_ADDRESS": "127.0.0.1:6379",
     }
-    args = build_parser(env).parse_args(["agent"])
+    args = parse(["agent"], env)
     config = service_config_from_args(args, env)
     gcs, head = config.task_destinations
     assert (gcs.publisher.name, head.publisher.name) == ("ray_gcs", "dashboard_head")
@@ -354,11 +354,9 @@ def test_ray_switches_turn_on_the_gcs_and_dashboard_head_publishers() -> None:
 
 def _agent_destinations(argv: list[str]) -> tuple[TaskEventsDestination, ...]:
     from trio_events._cli._agent import service_config_from_args
-    from trio_events._cli._main import build_parser
+    from trio_events._cli._main import parse
 
-    return service_config_from_args(
-        build_parser({}).parse_args(["agent", *argv]), {}
-    ).task_destinations
+    return service_config_from_args(parse(["agent", *argv], {}), {}).task_destinations
 
 
 def test_publishing_to_the_gcs_needs_its_address() -> None:

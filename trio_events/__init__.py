@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from trio_events import pb as pb
 from trio_events._metrics import Metrics as Metrics
+from trio_events._version import __version__ as __version__
 from trio_events.producer import EVENT_CLASSES as EVENT_CLASSES
 from trio_events.producer import AddEventsClient as AddEventsClient
 from trio_events.producer import BackpressureError as BackpressureError
@@ -47,8 +48,6 @@ from trio_events.producer import RecorderStatistics as RecorderStatistics
 from trio_events.producer import RequestTooLargeError as RequestTooLargeError
 from trio_events.producer import RetryableExportError as RetryableExportError
 from trio_events.producer import open_recorder as open_recorder
-
-__version__ = "0.1.0"
 
 __all__ = [
     "EVENT_CLASSES",

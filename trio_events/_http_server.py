@@ -25,7 +25,7 @@ import attrs
 import h11
 import trio
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("trio_events.http_server")
 
 DEFAULT_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS: Final = 64

@@ -4,7 +4,8 @@
 hypothesis profile, many examples per test; otherwise ``trio-events-fuzz-fast``, a few, for the
 default session. The profiles are applied per test (``@FUZZ``), never loaded globally, so the
 rest of the suite keeps its own settings. At the end of the session the number of inputs tried
-per entry point goes to ``bench-results/fuzz.json`` under the mode's name.
+per entry point is printed in pytest's summary and goes to ``bench-results/fuzz.json`` under
+the mode's name.
 """
 
 from __future__ import annotations
@@ -89,6 +90,29 @@ def tally(request: pytest.FixtureRequest) -> Iterator[Tally]:
     summary["failed_tests"] = request.session.testsfailed
     summary["crashes"] = request.session.testsfailed  # any crash fails its test
     record_result("fuzz", MODE, summary)
+    _TALLIES.append(summary)
+
+
+_TALLIES: list[dict[str, Any]] = []
+
+
+def format_tally(summary: dict[str, Any]) -> list[str]:
+    """The tally as lines for a terminal: the total, then each entry point and its answers."""
+    lines = [
+        f"fuzz ({summary['mode']}, up to {summary['max_examples_per_test']} examples a test): "
+        f"{summary['inputs_tried']} inputs tried, {summary['crashes']} crashes"
+    ]
+    for target, found in sorted(summary["by_target"].items()):
+        answers = ", ".join(f"{k} {n}" for k, n in sorted(found["outcomes"].items()))
+        lines.append(f"  {target}: {found['tried']} ({answers})")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for summary in _TALLIES:
+        terminalreporter.section("fuzz tally")
+        for line in format_tally(summary):
+            terminalreporter.write_line(line)
 
 
 def valid_request(seed: int, count: int = 5) -> pb.AddEventsRequest:

@@ -1,23 +1,30 @@
-"""``trio-events agent``: flags (defaults from Ray's environment variables) to a running service."""
+"""``trio-events agent``: resolved settings to a frozen ``ServiceConfig``, then a running service.
+
+Destinations come from ``--export-addr`` or Ray's ``EVENTS_EXPORT_ADDR`` when either is given
+(each with the agent-wide publisher settings), otherwise from the config file's
+``[[agent.destination]]`` tables (each setting there first, then ``[agent]``). Flags and
+variables override the file for every destination, as everywhere else.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import sqlite3
 import sys
 from argparse import SUPPRESS
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
-from trio_events._cli._settings import (
-    AGENT_SETTINGS,
-    PUBLISHER_SETTINGS,
-    TASK_PUBLISHER_SETTINGS,
-    add_settings,
-    read_secret,
-)
+from trio_events._cli._settings import Resolved, read_secret, resolve, secret_from_env
+from trio_events._cli._tables import PUBLISHER_SETTINGS
+from trio_events._cli._tool_settings import DEFAULT_DB
+from trio_events._metrics import Metrics
 from trio_events.agent._dashboard_publisher import DashboardHeadConfig
 from trio_events.agent._filtering import parse_exposable_event_types
 from trio_events.agent._gcs_publisher import TASK_EVENT_TYPES, GcsPublisherConfig
@@ -30,35 +37,16 @@ from trio_events.agent._task_publishing import TaskEventsDestination
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
 
-logger = logging.getLogger("trio_events.agent")
+logger = logging.getLogger("trio_events.cli.agent")
 
-EXPORT_ADDR_ENV = "RAY_DASHBOARD_AGGREGATOR_AGENT_EVENTS_EXPORT_ADDR"
-DEFAULT_DB = "trio-events.db"
+PER_DESTINATION = tuple(s for s in PUBLISHER_SETTINGS if s.per_destination)
+_WILDCARDS = ("", "0.0.0.0", "::")
+RAY_SESSION_LATEST = Path("/tmp/ray/session_latest")
 
 
-def add_agent_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
-    from_env = [a.strip() for a in environ.get(EXPORT_ADDR_ENV, "").split(",") if a.strip()]
-    parser.add_argument(
-        "--export-addr",
-        action="append",
-        default=None,
-        metavar="URL",
-        help="HTTP endpoint to POST events to; repeat for several destinations, each with its "
-        f"own publisher (default: env {EXPORT_ADDR_ENV}, comma-separated; none = local store)",
-    )
-    parser.set_defaults(export_addr_env=from_env)
-    parser.add_argument(
-        "--header",
-        action="append",
-        default=[],
-        metavar="NAME:VALUE",
-        help="extra HTTP header sent with every POST (repeatable)",
-    )
-    add_settings(parser, AGENT_SETTINGS, environ)
-    add_settings(parser, PUBLISHER_SETTINGS, environ)
-    add_settings(parser, TASK_PUBLISHER_SETTINGS, environ)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Benchmarks only (hidden): "protobuf" converts with protobuf's MessageToJson, as Ray does,
     # so a reference pipeline can differ from ours in nothing but the converter.
     parser.add_argument(
@@ -66,26 +54,51 @@ def add_agent_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
     )
 
 
-def _headers(values: list[str]) -> tuple[tuple[str, str], ...]:
-    headers = []
-    for value in values:
-        name, sep, content = value.partition(":")
-        if not sep or not name.strip():
-            raise ValueError(f"--header takes NAME:VALUE, got {value!r}.")
-        headers.append((name.strip(), content.strip()))
-    return tuple(headers)
+def destination_settings(
+    args: argparse.Namespace, environ: Mapping[str, str]
+) -> list[tuple[str, str, Resolved]]:
+    """``(url, publisher name, settings)`` of every destination, in order."""
+    file = args.config_file
+    agent_layer = [] if file is None else [file.layer("agent")]
+    found: list[tuple[str, str, Resolved]] = []
+    if args.origins["export_addr"] != "default" or file is None:
+        for i, url in enumerate(args.export_addr):
+            resolved = resolve(PER_DESTINATION, args.given, environ, agent_layer)
+            found.append((url, "http_service" if i == 0 else f"http_service_{i + 1}", resolved))
+        return found
+    for i, table in enumerate(file.destinations):
+        layers = [file.destination_layer(i), *agent_layer]
+        resolved = resolve(PER_DESTINATION, args.given, environ, layers)
+        name = str(table.get("name") or ("http_service" if i == 0 else f"http_service_{i + 1}"))
+        found.append((str(table["url"]), name, resolved))
+    return found
 
 
-def _bearer_token(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
-    if args.bearer_token_env:
-        token = environ.get(args.bearer_token_env, "").strip()
-        if not token:
-            raise ValueError(
-                f"--bearer-token-env names {args.bearer_token_env}, which is not set or empty."
-            )
-        return token
-    if args.bearer_token_file:
-        return read_secret(args.bearer_token_file, what="--bearer-token-file")
+def _exposable(value: str | None) -> frozenset[int] | None:
+    return DEFAULT_EXPOSABLE_EVENT_TYPES if value is None else parse_exposable_event_types(value)
+
+
+def _publisher(name: str, s: Resolved | argparse.Namespace, converter: str) -> PublisherConfig:
+    values = s.values if isinstance(s, Resolved) else vars(s)
+    return PublisherConfig(
+        name=name,
+        exposable_event_types=_exposable(values["exposable_event_types"]),
+        preserve_proto_field_name=values["preserve_proto_field_name"],
+        linger=values["linger"],
+        max_retries=values["max_retries"],
+        give_up_after=values["give_up_after"] or None,
+        initial_backoff=values["initial_backoff"],
+        max_backoff=values["max_backoff"],
+        jitter=values["jitter_ratio"],
+        converter=converter,  # type: ignore[arg-type]  # argparse's choices checked it
+    )
+
+
+def _token(s: Resolved, environ: Mapping[str, str]) -> str | None:
+    if s["bearer_token_env"]:
+        return secret_from_env(environ, s["bearer_token_env"], what="--bearer-token-env")
+    if s["bearer_token_file"]:
+        return read_secret(s["bearer_token_file"], what="--bearer-token-file")
     return None
 
 
@@ -106,49 +119,26 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
         buffer_size=args.buffer_size,
         max_batch_size=args.max_batch_size,
     )
-    exposable = (
-        parse_exposable_event_types(args.exposable_event_types)
-        if args.exposable_event_types is not None
-        else DEFAULT_EXPOSABLE_EVENT_TYPES
-    )
-    urls: list[str] = args.export_addr if args.export_addr is not None else args.export_addr_env
-
-    def publisher(name: str, types: frozenset[int] | None = exposable) -> PublisherConfig:
-        return PublisherConfig(
-            name=name,
-            exposable_event_types=types,
-            preserve_proto_field_name=args.preserve_proto_field_name,
-            linger=args.linger,
-            max_retries=args.max_retries,
-            give_up_after=args.give_up_after or None,
-            initial_backoff=args.initial_backoff,
-            max_backoff=args.max_backoff,
-            jitter=args.jitter_ratio,
-            attempt_timeout=args.publisher_timeout,
-            converter=args.json_converter,
-        )
-
+    converter = getattr(args, "json_converter", "compiled")
+    found = destination_settings(args, environ)
     destinations: tuple[Destination, ...] = ()
     if args.publish:
-        token = _bearer_token(args, environ)
-        headers = _headers(args.header)
         destinations = tuple(
             Destination(
                 HttpPublisherConfig(
                     url=url,
-                    timeout=args.publisher_timeout,
-                    compression=args.compression,
-                    headers=headers,
-                    bearer_token=token,
-                    ca_bundle=args.ca_bundle or None,
+                    timeout=s["publisher_timeout"],
+                    compression=s["compression"],
+                    headers=tuple(s["header"]),
+                    bearer_token=_token(s, environ),
+                    ca_bundle=s["ca_bundle"] or None,
                 ),
-                publisher("http_service" if i == 0 else f"http_service_{i + 1}"),
+                _publisher(name, s, converter),
             )
-            for i, url in enumerate(urls)
+            for url, name, s in found
         )
-    task_destinations = _task_destinations(args, publisher)
     # No export address at all: keep events in a local store instead of discarding them.
-    store_path = (args.db or DEFAULT_DB) if not urls else None
+    store_path = (args.db or DEFAULT_DB) if not found else None
     spool = None
     if args.spool:
         spool = SpoolConfig(
@@ -157,16 +147,16 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
             max_bytes=args.spool_max_bytes or None,
             synchronous=args.spool_synchronous,
         )
+    store_publisher = _publisher(STORE_CONSUMER, args, converter)
+    if args.origins["exposable_event_types"] == "default":
+        # The store keeps every type unless the user chose a list (ServiceConfig's default).
+        store_publisher = ServiceConfig().store_publisher
     return ServiceConfig(
         agent=agent,
         destinations=destinations,
-        task_destinations=task_destinations,
+        task_destinations=_task_destinations(args, converter),
         store_path=store_path,
-        # The local store is for looking at what arrived: it keeps every type unless the user
-        # chose a list (Ray's HTTP default hides profile, placement group, submission jobs).
-        store_publisher=publisher(
-            STORE_CONSUMER, exposable if args.exposable_event_types is not None else None
-        ),
+        store_publisher=store_publisher,
         metrics_listen=args.metrics_listen,
         grace_period=args.grace_period,
         unhealthy_after=args.unhealthy_after,
@@ -175,7 +165,7 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
 
 
 def _task_destinations(
-    args: argparse.Namespace, publisher: Callable[[str, frozenset[int] | None], PublisherConfig]
+    args: argparse.Namespace, converter: str
 ) -> tuple[TaskEventsDestination, ...]:
     """Ray's GCS and dashboard-head publishers, when their switches are on."""
     wanted = [
@@ -190,31 +180,98 @@ def _task_destinations(
         raise ValueError(
             f"{wanted[0]} needs --gcs-address (or TRIO_EVENTS_GCS_ADDRESS): the GCS's HOST:PORT."
         )
+
+    def publisher(name: str) -> PublisherConfig:
+        return attrs.evolve(
+            _publisher(name, args, converter), exposable_event_types=TASK_EVENT_TYPES
+        )
+
     destinations = []
     if args.publish_to_gcs:
         destinations.append(
             TaskEventsDestination(
                 GcsPublisherConfig(args.gcs_address, timeout=args.publisher_timeout),
-                publisher("ray_gcs", TASK_EVENT_TYPES),
+                publisher("ray_gcs"),
             )
         )
     if args.publish_to_dashboard_head:
         destinations.append(
             TaskEventsDestination(
                 DashboardHeadConfig(args.gcs_address, timeout=args.publisher_timeout),
-                publisher("dashboard_head", TASK_EVENT_TYPES),
+                publisher("dashboard_head"),
             )
         )
     return tuple(destinations)
 
 
-async def run_agent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+def ray_labels(args: argparse.Namespace) -> dict[str, str]:
+    """Ray's common metric tags that are known here: ip, pid and (if any) SessionName."""
+    labels = {"pid": str(os.getpid())}
+    ip = args.node_ip or _node_ip(args.listen[0])
+    if ip:
+        labels["ip"] = ip
+    session = args.session_name
+    if not session and RAY_SESSION_LATEST.exists():
+        session = RAY_SESSION_LATEST.resolve().name
+    if session:
+        labels["SessionName"] = session
+    return labels
+
+
+def _node_ip(host: str) -> str:
+    if host not in _WILDCARDS:
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return ""
+
+
+def warn_about(config: ServiceConfig, args: argparse.Namespace) -> None:
+    """Log the settings that are valid but probably not what was meant."""
+    publishers = [d.publisher for d in config.destinations]
+    if config.store_path is not None:
+        publishers.append(config.store_publisher)
+    for publisher in publishers:
+        if publisher.exposable_event_types == frozenset():
+            logger.warning(
+                "The exposable event types of %s are empty (%s): as in Ray, no event is sent "
+                "there and every event is counted as filtered. Unset it for Ray's default list, "
+                "or give ALL.",
+                publisher.name,
+                args.origins.get("exposable_event_types", "the config file"),
+            )
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     config = service_config_from_args(args, environ)
-    service = AgentService(config)
+    warn_about(config, args)
+    metrics = Metrics(ray_labels=ray_labels(args))
+    store = config.store_path
+    store_existed = store is None or os.path.exists(store)
+    try:
+        code = trio.run(run_agent, config, metrics)
+    except BaseException:
+        if not store_existed:
+            _remove_store(store)
+        raise
+    if code != 0 and not store_existed:
+        _remove_store(store)  # a failed start leaves nothing behind
+    return code
+
+
+def _remove_store(path: str | None) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        if path is not None:
+            Path(path + suffix).unlink(missing_ok=True)
+
+
+async def run_agent(config: ServiceConfig, metrics: Metrics) -> int:
+    service = AgentService(config, metrics=metrics)
     started = False
     try:
         async with trio.open_nursery() as nursery:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
                 addresses = await nursery.start(service.run)
                 started = True
                 agent = config.agent
@@ -243,6 +300,9 @@ async def run_agent(args: argparse.Namespace, environ: Mapping[str, str]) -> int
                     )
                 sys.stdout.flush()
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        _explain_sighup()
+                        continue
                     logger.info("Received %s; shutting down in order.", signal.Signals(signum).name)
                     service.request_stop()
                     break
@@ -261,6 +321,13 @@ async def run_agent(args: argparse.Namespace, environ: Mapping[str, str]) -> int
     line = summary.line() if summary is not None else "not started"
     print(f"trio-events agent: stopped: {line}")
     return 0
+
+
+def _explain_sighup() -> None:
+    logger.warning(
+        "Received SIGHUP; settings are not reloaded while running (docs/configuration.md says "
+        "why): restart the agent to apply them, with --spool to keep what is buffered."
+    )
 
 
 _STARTUP_ERRORS = (OSError, ValueError, sqlite3.Error)

@@ -26,7 +26,7 @@ from trio_events.store._query import counts, failed_tasks, format_timeline, time
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 _LISTEN = re.compile(r"(?:Listening on http://|AddEvents on |metrics on http://)[^:\s]+:(\d+)")
 _STARTUP_TIMEOUT = 30.0
@@ -34,19 +34,6 @@ _STARTUP_TIMEOUT = 30.0
 
 class DemoError(Exception):
     """A step of the demo failed; the message says which and why."""
-
-
-def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workloads", type=int, default=3, help="recorder processes (default 3)")
-    parser.add_argument(
-        "--events", type=int, default=20_000, help="events per workload (default 20000)"
-    )
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        default=Path("trio-events-demo"),
-        help="where the collector's store is kept (default ./trio-events-demo)",
-    )
 
 
 @final
@@ -154,10 +141,12 @@ def _fresh_store_path(workdir: Path) -> Path:
     return workdir / "demo-events.db"
 
 
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    return trio.run(run_demo, args)
+
+
 async def run_demo(args: argparse.Namespace) -> int:
-    if args.workloads < 1 or args.events < 1:
-        raise ValueError("--workloads and --events must be at least 1.")
-    db = _fresh_store_path(args.workdir)
+    db = _fresh_store_path(Path(args.workdir))
     try:
         return await _run(args, db)
     except DemoError as exc:
@@ -239,6 +228,13 @@ async def _run(args: argparse.Namespace, db: Path) -> int:
             recorded = sum(_summary_value(g.lines, "exported") for g in loadgens)
             await _finish(agent, 30.0)  # SIGTERM: stop accepting, drain to the collector
             delivered = _summary_value(agent.lines, "delivered")
+            # The progress above stopped with the recorders; the drain may have published more.
+            line = (
+                f"  {time.monotonic() - started:5.1f} s  agent stopped after draining: "
+                f"published {delivered:,} merged events"
+            )
+            tty = sys.stdout.isatty()  # like the progress lines: rewrite the last one
+            print(f"\r{line}\x1b[K" if tty else line, end="" if tty else "\n", flush=True)
             agent_dropped = _summary_value(agent.lines, "dropped")
             abandoned = _summary_value(agent.lines, "abandoned")
             await _finish(collector, 10.0)

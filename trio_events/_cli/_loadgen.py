@@ -11,103 +11,40 @@ up shows as drops. Either way the last line on stdout is one summary::
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import math
 import os
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, final
 
 import trio
 import trio.lowlevel
 
-from trio_events._cli._workload import KINDS, realistic_events
+from trio_events._cli._settings import read_secret
+from trio_events._cli._workload import realistic_events
 from trio_events.producer._client import EventAggregatorClient
 from trio_events.producer._recorder import RayEventRecorder, RecorderConfig
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    import argparse
+    from collections.abc import Iterator, Mapping
 
     from trio_events import pb
     from trio_events.producer._client import AddEventsClient
     from trio_events.producer._event_base import RayEventBase
 
-__all__ = ["add_loadgen_arguments", "realistic_events", "run_loadgen"]
+__all__ = ["realistic_events", "run", "run_loadgen"]
 
 _CHUNK = 1_000  # events added per lock acquisition and per scheduling step
 _PROGRESS_EVERY = 0.5  # seconds between refreshes of the progress line
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not (value > 0 and math.isfinite(value)):  # inf would overflow the rate's arithmetic
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
-
-
-def add_loadgen_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``loadgen`` options to ``parser`` (the CLI's subcommand parser)."""
-    parser.add_argument("--target", required=True, help="aggregator address, HOST:PORT")
-    parser.add_argument("--events", type=_positive_int, required=True, help="events to generate")
-    parser.add_argument(
-        "--rate",
-        type=_positive_float,
-        default=None,
-        help="events per second, open loop (default: as fast as exports keep up, no drops)",
-    )
-    parser.add_argument(
-        "--kind",
-        choices=KINDS,
-        default="mixed",
-        help="mixed: a whole cluster's events; lifecycle: task lifecycle events only",
-    )
-    parser.add_argument(
-        "--batch-interval",
-        type=_positive_float,
-        default=1.0,
-        help="seconds between exports (Ray's ray_events_report_interval_ms; default 1.0)",
-    )
-    parser.add_argument(
-        "--max-queued-events",
-        type=_positive_int,
-        default=10_000,
-        help="the recorder's ring capacity (Ray's ray_event_recorder_max_queued_events)",
-    )
-    parser.add_argument(
-        "--export-timeout", type=_positive_float, default=5.0, help="deadline of each export"
-    )
-    parser.add_argument(
-        "--flush-timeout",
-        type=_positive_float,
-        default=10.0,
-        help="seconds allowed at the end to export what is still buffered",
-    )
-    parser.add_argument("--seed", type=int, default=None, help="make the events reproducible")
-    parser.add_argument(
-        "--ids-out",
-        type=Path,
-        default=None,
-        help="write the ids of the events the aggregator acknowledged (hex, one per line); a "
-        "merged event carries the id of the first event of its group",
-    )
-    parser.add_argument(
-        "--token-file", type=Path, default=None, help="file holding a bearer token to send"
-    )
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    if not args.target:
+        raise ValueError("--target is required (HOST:PORT of the aggregator)")
+    if not args.events:
+        raise ValueError("--events is required (how many events to generate)")
+    return trio.run(run_loadgen, args)
 
 
 @final
@@ -174,7 +111,7 @@ async def _show_progress(recorder: RayEventRecorder, out: TextIO) -> None:
 async def run_loadgen(args: argparse.Namespace) -> int:
     """Run the load generator; 0 when every event was exported, 1 when any was dropped."""
     try:
-        token = None if args.token_file is None else args.token_file.read_text().strip()
+        token = read_secret(args.token_file, what="--token-file") if args.token_file else None
         client = EventAggregatorClient(args.target, token=token)
         config = RecorderConfig(
             max_queued_events=args.max_queued_events,
@@ -183,10 +120,9 @@ async def run_loadgen(args: argparse.Namespace) -> int:
             shutdown_flush_timeout=args.flush_timeout,
             source="loadgen",
         )
-    except (OSError, ValueError) as exc:
-        print(f"loadgen: error: {exc}", file=sys.stderr)
-        return 2
-    acked = _AckedIds(client) if args.ids_out is not None else None
+    except OSError as exc:
+        raise ValueError(str(exc)) from None
+    acked = _AckedIds(client) if args.ids_out else None
     recorder = RayEventRecorder(config, acked or client, node_id=os.urandom(28))
     events = realistic_events(args.kind, args.events, seed=args.seed)
 
@@ -208,7 +144,8 @@ async def run_loadgen(args: argparse.Namespace) -> int:
 
     stats = recorder.statistics()
     if acked is not None:
-        args.ids_out.write_text("".join(f"{event_id.hex()}\n" for event_id in acked.ids))
+        ids = "".join(f"{event_id.hex()}\n" for event_id in acked.ids)
+        await trio.Path(args.ids_out).write_text(ids)
     print(
         f"loadgen: events={stats.added} exported={stats.exported} dropped={stats.dropped} "
         f"failures={stats.export_failures} elapsed_s={elapsed:.3f} "

@@ -1,10 +1,17 @@
-"""Command-line settings: one table of flags, their environment variables and defaults.
+"""Settings: one flag, its environment variable, its config-file key and its default.
 
-This is the only module that reads the environment (through the ``environ`` mapping the CLI
-passes in). Each :class:`Setting` becomes an argparse flag whose default is the environment
-variable's value if set (Ray's names, Ray 2.60's defaults) or the built-in default; flags
-override both. ``docs/configuration.md`` is generated from the same table
-(``python -m trio_events._cli._settings``), so the documentation cannot drift from the code.
+The tables of every command live in :mod:`trio_events._cli._tables`; this module turns them into
+argparse flags and resolves each value from, in order of precedence:
+
+1. the flag, when given;
+2. its environment variable, when set (Ray's names, Ray 2.60's meanings);
+3. the config file (``--config``): key ``<dest>`` of the command's table (``[agent]``), or of a
+   ``[[agent.destination]]`` table first for per-destination settings;
+4. the built-in default.
+
+The environment arrives here as the ``environ`` mapping that :func:`trio_events._cli._main.main`
+passes down: ``_main`` is the only module that touches ``os.environ``. Every invalid value is
+one sentence naming where it came from and what is accepted.
 """
 
 from __future__ import annotations
@@ -14,124 +21,84 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
+from trio_events._cli import _values as v
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
-
-MIB = 1024 * 1024
-
-
-def _bool(text: str) -> bool:
-    # Ray's env_bool: true only for "true"/"1", case-insensitive.
-    lowered = text.strip().lower()
-    if lowered in ("true", "1"):
-        return True
-    if lowered in ("false", "0", ""):
-        return False
-    raise ValueError("expected true/1 or false/0")
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ValueError("expected a whole number") from None
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise ValueError("expected a number") from None
-    if value != value:  # NaN
-        raise ValueError("expected a number")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _int(text)
-    if value <= 0:
-        raise ValueError("expected a whole number greater than 0")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise ValueError("expected a whole number >= 0")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = _float(text)
-    if value < 0:
-        raise ValueError("expected a number >= 0")
-    return value
-
-
-def _ms_to_seconds(text: str) -> float:
-    return _non_negative_float(text) / 1000.0
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}")
-        return text
-
-    parse.__name__ = "one of " + "/".join(choices)
-    return parse
-
-
-def _text(text: str) -> str:
-    return text
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("expected HOST:PORT with a port from 0 to 65535")
-    return (host.strip("[]") or "127.0.0.1", int(port))
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
 
 @final
 @attrs.frozen
 class Setting:
-    """One command-line flag and the environment variable that supplies its default."""
+    """One command-line flag, the environment variable and file key that can also set it."""
 
     flag: str
     env: str | None
     default: Any
     parse: Callable[[str], Any]
     help: str
-    shown_default: str | None = None  # how the default reads in help and docs, when not repr
+    shown_default: str | None = None  #: how the default reads in help and docs, when not str()
+    env_parse: Callable[[str], Any] | None = None  #: when the variable has other units (ms)
+    in_file: bool = True  #: may be set in the config file
+    many: bool = False  #: repeatable flag; a list in the file
+    secret: bool = False  #: shown redacted by ``config check``
+    per_destination: bool = False  #: may be set per ``[[agent.destination]]``
+    switch: bool = False  #: a flag without a value (store_true)
+    metavar: str | None = None
 
     @property
     def dest(self) -> str:
         return self.flag.lstrip("-").replace("-", "_")
 
+    @property
+    def key(self) -> str:
+        """The config-file key."""
+        return self.dest
 
-def _describe(setting: Setting) -> str:
+
+@final
+@attrs.frozen
+class Command:
+    """A sub-command, its settings and its questions (``query counts|timeline|...``)."""
+
+    name: str
+    help: str
+    settings: tuple[Setting, ...] = ()
+    children: tuple[Command, ...] = ()
+    positionals: tuple[tuple[str, str], ...] = ()  #: (metavar, help), for the docs
+
+
+def library_default(cls: type, name: str) -> Any:
+    """The library's default for ``cls.name``: defined there, once, and read by the table."""
+    return attrs.fields_dict(cls)[name].default
+
+
+def describe_default(setting: Setting) -> str:
     if setting.shown_default is not None:
         return setting.shown_default
-    if isinstance(setting.default, tuple) and len(setting.default) == 2:
-        return f"{setting.default[0]}:{setting.default[1]}"
-    return "(none)" if setting.default in ("", None) else str(setting.default)
+    default = setting.default
+    if isinstance(default, tuple) and len(default) == 2:
+        return f"{default[0]}:{default[1]}"
+    if setting.switch:
+        return "off"
+    if isinstance(default, bool):
+        return str(default).lower()
+    return "(none)" if default in ("", None, []) else str(default)
 
 
-def env_defaults(settings: Sequence[Setting], environ: Mapping[str, str]) -> dict[str, Any]:
-    """The settings whose environment variable is set, parsed: ``{dest: value}``."""
-    found: dict[str, Any] = {}
-    for setting in settings:
-        raw = environ.get(setting.env) if setting.env else None
-        if raw is None:
-            continue
-        try:
-            found[setting.dest] = setting.parse(raw)
-        except ValueError as exc:
-            raise ValueError(
-                f"environment variable {setting.env}={raw!r} is invalid: {exc}."
-            ) from None
-    return found
+class ArgumentError(Exception):
+    """A command line argparse refused; ``prog`` is ``trio-events <command>``."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises :class:`ArgumentError` instead of printing usage and exiting."""
+
+    def error(self, message: str) -> Any:
+        raise ArgumentError(self.prog, message)
 
 
 def _for_argparse(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -145,278 +112,127 @@ def _for_argparse(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return checked
 
 
-def add_settings(
-    parser: argparse.ArgumentParser, settings: Sequence[Setting], environ: Mapping[str, str]
-) -> None:
-    """Add each setting as a flag; its default comes from ``environ`` when the variable is set."""
-    from_env = env_defaults(settings, environ)
-    for setting in settings:
-        where = f"; env {setting.env}" if setting.env else ""
+def add_settings(parser: argparse.ArgumentParser, settings: Sequence[Setting]) -> None:
+    """Add each setting as a flag that appears in the namespace only when given."""
+    for s in settings:
+        where = f"; env {s.env}" if s.env else ""
+        helptext = f"{s.help} (default {describe_default(s)}{where})"
+        if s.switch:
+            parser.add_argument(
+                s.flag, dest=s.dest, action="store_true", default=argparse.SUPPRESS, help=helptext
+            )
+            continue
         parser.add_argument(
-            setting.flag,
-            dest=setting.dest,
-            type=_for_argparse(setting.parse),
-            default=from_env.get(setting.dest, setting.default),
-            help=f"{setting.help} (default {_describe(setting)}{where})",
+            s.flag,
+            dest=s.dest,
+            type=_for_argparse(s.parse),
+            action="append" if s.many else "store",
+            default=argparse.SUPPRESS,
+            metavar=s.metavar,
+            help=helptext,
         )
 
 
-# --- the tables ----------------------------------------------------------------------------
+@final
+@attrs.frozen
+class Resolved:
+    """Resolved values by ``dest``, and where each came from (for ``config check``)."""
 
-_P = "RAY_DASHBOARD_AGGREGATOR_AGENT_"
+    values: Mapping[str, Any]
+    origins: Mapping[str, str]
 
-AGENT_SETTINGS: tuple[Setting, ...] = (
-    Setting("--listen", None, ("127.0.0.1", 50051), _host_port, "gRPC address for AddEvents"),
-    Setting(
-        "--buffer-size",
-        f"{_P}MAX_EVENT_BUFFER_SIZE",
-        100_000,
-        _positive_int,
-        "events the multi-consumer buffer holds",
-    ),
-    Setting(
-        "--max-batch-size",
-        f"{_P}MAX_EVENT_SEND_BATCH_SIZE",
-        1000,
-        _positive_int,
-        "events per published batch",
-    ),
-    Setting(
-        "--max-message-bytes",
-        "AGENT_GRPC_MAX_MESSAGE_LENGTH",
-        20 * MIB,
-        _positive_int,
-        "largest AddEvents request accepted",
-        shown_default="20971520 (20 MiB)",
-    ),
-    Setting(
-        "--on-full",
-        "TRIO_EVENTS_ON_FULL",
-        "drop_oldest",
-        _choice("drop_oldest", "reject"),
-        "overflow policy: drop_oldest (Ray) or reject (RESOURCE_EXHAUSTED, lossless)",
-    ),
-    Setting(
-        "--auth-token-file",
-        "TRIO_EVENTS_AUTH_TOKEN_FILE",
-        "",
-        _text,
-        "file holding the bearer token AddEvents callers must present",
-    ),
-    Setting(
-        "--metrics-listen",
-        "TRIO_EVENTS_METRICS_LISTEN",
-        None,
-        _host_port,
-        "HTTP address for /metrics and /healthz",
-    ),
-    Setting(
-        "--db",
-        "TRIO_EVENTS_DB",
-        "",
-        _text,
-        "SQLite store used when no export address is set",
-        shown_default="./trio-events.db",
-    ),
-    Setting(
-        "--spool",
-        "TRIO_EVENTS_SPOOL",
-        "",
-        _text,
-        "SQLite file that makes the buffer durable: accepted events survive a crash and are "
-        "published after the restart (docs/spool.md); none keeps them in memory",
-    ),
-    Setting(
-        "--spool-max-events",
-        "TRIO_EVENTS_SPOOL_MAX_EVENTS",
-        1_000_000,
-        _positive_int,
-        "unread events the spool holds (with --spool, instead of --buffer-size)",
-    ),
-    Setting(
-        "--spool-max-bytes",
-        "TRIO_EVENTS_SPOOL_MAX_BYTES",
-        1024 * MIB,
-        _non_negative_int,
-        "bytes of unread serialized events the spool holds; 0 bounds only the count",
-        shown_default="1073741824 (1 GiB)",
-    ),
-    Setting(
-        "--spool-synchronous",
-        "TRIO_EVENTS_SPOOL_SYNCHRONOUS",
-        "normal",
-        _choice("normal", "full"),
-        "normal: an accepted event survives the agent being killed; full: also a power loss "
-        "(an fsync per request)",
-    ),
-    Setting(
-        "--grace-period",
-        "TRIO_EVENTS_GRACE_PERIOD_SECONDS",
-        10.0,
-        _non_negative_float,
-        "seconds publishers get to drain the buffer at shutdown",
-    ),
-    Setting(
-        "--unhealthy-after",
-        "TRIO_EVENTS_UNHEALTHY_AFTER_SECONDS",
-        60.0,
-        _non_negative_float,
-        "a publisher failing this long makes /healthz unhealthy",
-    ),
-)
+    def __getitem__(self, dest: str) -> Any:
+        return self.values[dest]
 
-PUBLISHER_SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "--publish",
-        f"{_P}PUBLISH_EVENTS_TO_EXTERNAL_HTTP_SERVICE",
-        True,
-        _bool,
-        "publish to the HTTP export address(es)",
-    ),
-    Setting(
-        "--exposable-event-types",
-        f"{_P}EXPOSABLE_EVENT_TYPES",
-        None,  # unset: Ray's default list; set but empty: nothing is exposed (as in Ray)
-        _text,
-        "comma-separated event types the HTTP publishers send, or ALL",
-        shown_default="Ray 2.60's list (see docs/publishing.md)",
-    ),
-    Setting(
-        "--preserve-proto-field-name",
-        f"{_P}PRESERVE_PROTO_FIELD_NAME",
-        False,
-        _bool,
-        "JSON keys as proto field names instead of lowerCamelCase",
-    ),
-    Setting(
-        "--publisher-timeout",
-        f"{_P}PUBLISHER_TIMEOUT_SECONDS",
-        3.0,
-        _non_negative_float,
-        "HTTP request timeout in seconds",
-    ),
-    Setting(
-        "--max-retries",
-        f"{_P}PUBLISHER_MAX_RETRIES",
-        -1,
-        _int,
-        "retries per batch for retryable failures; -1 is unlimited",
-    ),
-    Setting(
-        "--initial-backoff",
-        f"{_P}PUBLISHER_INITIAL_BACKOFF_SECONDS",
-        0.01,
-        _non_negative_float,
-        "first retry backoff base in seconds",
-    ),
-    Setting(
-        "--max-backoff",
-        f"{_P}PUBLISHER_MAX_BACKOFF_SECONDS",
-        5.0,
-        _non_negative_float,
-        "backoff cap in seconds",
-    ),
-    Setting(
-        "--jitter-ratio",
-        f"{_P}PUBLISHER_JITTER_RATIO",
-        0.1,
-        _non_negative_float,
-        "backoff jitter ratio",
-    ),
-    Setting(
-        "--give-up-after",
-        "TRIO_EVENTS_PUBLISHER_GIVE_UP_AFTER_SECONDS",
-        0.0,
-        _non_negative_float,
-        "drop a batch still failing after this many seconds; 0 never gives up",
-    ),
-    Setting(
-        "--linger",
-        f"{_P}PUBLISHER_MAX_BUFFER_SEND_INTERVAL_SECONDS",
-        0.1,
-        _non_negative_float,
-        "seconds a publisher waits to fill a batch once one event is there",
-    ),
-    Setting(
-        "--compression",
-        "TRIO_EVENTS_COMPRESSION",
-        "none",
-        _choice("none", "gzip", "zstd"),
-        "HTTP body compression",
-    ),
-    Setting(
-        "--bearer-token-env",
-        "TRIO_EVENTS_BEARER_TOKEN_ENV",
-        "",
-        _text,
-        "name of an environment variable holding the sink's bearer token",
-    ),
-    Setting(
-        "--bearer-token-file",
-        "TRIO_EVENTS_BEARER_TOKEN_FILE",
-        "",
-        _text,
-        "file holding the sink's bearer token",
-    ),
-    Setting(
-        "--ca-bundle",
-        "TRIO_EVENTS_CA_BUNDLE",
-        "",
-        _text,
-        "PEM file of CA certificates to verify the sink with",
-    ),
-)
+    def items(self) -> Iterator[tuple[str, Any, str]]:
+        for dest, value in self.values.items():
+            yield dest, value, self.origins[dest]
 
-TASK_PUBLISHER_SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "--publish-to-gcs",
-        f"{_P}PUBLISH_EVENTS_TO_GCS",
-        False,
-        _bool,
-        "send task events and dropped task attempts to the GCS (publisher ray_gcs)",
-    ),
-    Setting(
-        "--publish-to-dashboard-head",
-        "RAY_enable_task_events_to_dashboard_head",
-        False,
-        _bool,
-        "POST task events to the dashboard head's /api/task_events (publisher dashboard_head)",
-    ),
-    Setting(
-        "--gcs-address",
-        "TRIO_EVENTS_GCS_ADDRESS",
-        "",
-        _text,
-        "the GCS's HOST:PORT (Ray's --gcs-address), needed by the two publishers above",
-    ),
-)
 
-RECORDER_SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "--max-queued-events",
-        "RAY_ray_event_recorder_max_queued_events",
-        10_000,
-        _positive_int,
-        "recorder ring capacity",
-    ),
-    Setting(
-        "--batch-interval",
-        "RAY_ray_events_report_interval_ms",
-        1.0,
-        _ms_to_seconds,
-        "seconds between exports (the env var is in ms)",
-        shown_default="1 s (1000 ms)",
-    ),
-    Setting(
-        "--flush-timeout",
-        "RAY_task_events_shutdown_flush_timeout_ms",
-        10.0,
-        _ms_to_seconds,
-        "seconds to export what is left at the end (the env var is in ms; Ray's default is "
-        "5000, loadgen's own 10 s)",
-        shown_default="10 s",
-    ),
-)
+Layer = tuple[str, "Mapping[str, object]"]  #: (where, table): ("trio-events.toml [agent]", {...})
+
+
+def resolve(
+    settings: Sequence[Setting],
+    given: Mapping[str, Any],
+    environ: Mapping[str, str],
+    layers: Sequence[Layer] = (),
+) -> Resolved:
+    """Each setting's value: flag > environment > file layers (first wins) > default."""
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for s in settings:
+        if s.dest in given:
+            values[s.dest], origins[s.dest] = given[s.dest], f"flag {s.flag}"
+            continue
+        raw = environ.get(s.env) if s.env else None
+        if raw is not None:
+            values[s.dest], origins[s.dest] = from_env(s, raw), f"env {s.env}"
+            continue
+        for where, table in layers:
+            if s.in_file and s.key in table:
+                values[s.dest] = from_file(s, table[s.key], where)
+                origins[s.dest] = f"file {where}"
+                break
+        else:
+            values[s.dest], origins[s.dest] = s.default, "default"
+    return Resolved(values, origins)
+
+
+def from_env(setting: Setting, raw: str) -> Any:
+    """The variable's value, parsed; a ValueError names the variable."""
+    parse = setting.env_parse or setting.parse
+    try:
+        return (
+            [parse(part) for part in raw.split(",") if part.strip()]
+            if setting.many
+            else (parse(raw))
+        )
+    except ValueError as exc:
+        raise ValueError(f"environment variable {setting.env}={raw!r} is invalid: {exc}.") from None
+
+
+def from_file(setting: Setting, raw: object, where: str) -> Any:
+    """A config-file value (already TOML-typed), parsed like the flag's text."""
+    try:
+        if setting.many:
+            if setting.parse is v.header and isinstance(raw, dict):
+                return [(str(k), _scalar_text(setting, val)) for k, val in raw.items()]
+            if not isinstance(raw, list):
+                raise ValueError("expected a list")
+            return [setting.parse(_scalar_text(setting, item)) for item in raw]
+        if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+            raw = ",".join(raw)  # a list of event types, written as TOML's list
+        if setting.switch:
+            if not isinstance(raw, bool):
+                raise ValueError("expected true or false")
+            return raw
+        return setting.parse(_scalar_text(setting, raw))
+    except ValueError as exc:
+        raise ValueError(f"{where} {setting.key} = {_toml(raw)} is invalid: {exc}.") from None
+
+
+def _scalar_text(setting: Setting, raw: object) -> str:
+    if isinstance(raw, bool):
+        if setting.parse is not v.parse_bool:
+            raise ValueError(f"expected {_expects(setting)}, not true or false")
+        return str(raw).lower()
+    if isinstance(raw, int | float | str):
+        return str(raw)
+    raise ValueError(f"expected {_expects(setting)}")
+
+
+def _expects(setting: Setting) -> str:
+    name = getattr(setting.parse, "__name__", "")
+    return name if name.startswith("one of") else "a string or a number"
+
+
+def _toml(raw: object) -> str:
+    if isinstance(raw, bool):
+        return str(raw).lower()
+    if isinstance(raw, str):
+        return '"' + raw.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(raw)
 
 
 def read_secret(path: str, *, what: str) -> str:
@@ -431,32 +247,9 @@ def read_secret(path: str, *, what: str) -> str:
     return token
 
 
-def configuration_markdown() -> str:
-    """docs/configuration.md's tables, generated from the settings above."""
-    lines = [
-        "# Configuration",
-        "",
-        "Generated by `python -m trio_events._cli._settings` from `trio_events/_cli/_settings.py`.",
-        "Flags override environment variables; environment variables override defaults. Ray's",
-        "variables keep Ray 2.60's names, meanings and defaults. An invalid value stops start-up",
-        "with one sentence naming the variable.",
-        "",
-    ]
-    sections = [
-        ("trio-events agent: server and buffer", AGENT_SETTINGS),
-        ("trio-events agent: HTTP publishers", PUBLISHER_SETTINGS),
-        ("trio-events agent: GCS and dashboard-head publishers", TASK_PUBLISHER_SETTINGS),
-        ("trio-events loadgen (the recorder's settings)", RECORDER_SETTINGS),
-    ]
-    for title, table in sections:
-        lines += [f"## {title}", "", "| flag | environment variable | default | meaning |"]
-        lines.append("|---|---|---|---|")
-        for s in table:
-            env = f"`{s.env}`" if s.env else ""
-            lines.append(f"| `{s.flag}` | {env} | {_describe(s)} | {s.help} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    print(configuration_markdown())
+def secret_from_env(environ: Mapping[str, str], variable: str, *, what: str) -> str:
+    """A token from the environment variable a setting names; errors never show the value."""
+    token = environ.get(variable, "").strip()
+    if not token:
+        raise ValueError(f"{what} names {variable}, which is not set or empty.")
+    return token

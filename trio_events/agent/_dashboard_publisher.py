@@ -27,7 +27,7 @@ from trio_events.producer._client import parse_target
 
 __all__ = ["DashboardHeadClient", "DashboardHeadConfig"]
 
-logger = logging.getLogger("trio_events.publisher")
+logger = logging.getLogger("trio_events.agent.dashboard_publisher")
 
 DASHBOARD_KV_KEY: Final = b"dashboard"  # ray_constants.DASHBOARD_ADDRESS
 DASHBOARD_KV_NAMESPACE: Final = b"dashboard"  # ray_constants.KV_NAMESPACE_DASHBOARD

@@ -38,7 +38,7 @@ __all__ = [
     "GcsTaskEventsClient",
 ]
 
-logger = logging.getLogger("trio_events.publisher")
+logger = logging.getLogger("trio_events.agent.gcs_publisher")
 
 #: Ray 2.60's ``TASK_EVENT_TYPES``: what the GCS and dashboard-head publishers expose (fixed).
 TASK_EVENT_TYPES: Final = frozenset(

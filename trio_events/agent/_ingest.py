@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from trio_events._metrics import Metrics
     from trio_events.agent._task_metadata import TaskMetadataStore
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("trio_events.agent.ingest")
 
 _ON_FULL_POLICIES = ("drop_oldest", "reject")
 _M = TypeVar("_M", bound=Message)

@@ -53,7 +53,7 @@ __all__ = [
     "RayEventPublisher",
 ]
 
-logger = logging.getLogger("trio_events.publisher")
+logger = logging.getLogger("trio_events.agent.publisher")
 
 
 # Closing the client (httpx's connections) at the end of run(), even when cancelled.
@@ -282,6 +282,7 @@ class RayEventPublisher:
                     f"still failing after {now - first_attempt:.1f} s",
                 )
                 return True
+            last_chance = ""
             if self._drain_deadline is not None:
                 last_call = self._drain_deadline - 2 * config.attempt_timeout
                 if now >= last_call:
@@ -295,15 +296,20 @@ class RayEventPublisher:
                     )
                     self._abandon(count)
                     return False
-                delay = min(delay, last_call - now)
+                if delay >= last_call - now:
+                    delay = last_call - now
+                    # Say it: after this retry the grace period has no room for another one.
+                    then = "left in the spool" if self._buffer.durable else "abandoned"
+                    last_chance = f", the last before the shutdown deadline ({then} if it fails)"
             logger.log(
                 logging.ERROR if outcome.reason.startswith("tls") else logging.WARNING,
-                "Publisher %s: publishing %d events failed (%s); retry %d in %.3f s.",
+                "Publisher %s: publishing %d events failed (%s); retry %d in %.3f s%s.",
                 self.name,
                 count,
                 _describe(outcome),
                 failures,
                 delay,
+                last_chance,
             )
             with trio.CancelScope() as self._sleep_scope:
                 await trio.sleep(delay)

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sqlite3
 import threading
-from typing import TYPE_CHECKING, TypeVar, final
+from typing import TYPE_CHECKING, Final, TypeVar, final
 
 import attrs
 import trio
@@ -48,24 +50,36 @@ from trio_events.store._sqlite import EventStore
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from trio_events.agent._sink import BatchEncoder, PublishClient
+    from trio_events.agent._sink import BatchEncoder, PublishClient, PublishOutcome
     from trio_events.agent._task_metadata import TaskMetadataStore
 
-logger = logging.getLogger("trio_events.agent")
+logger = logging.getLogger("trio_events.agent.service")
 T = TypeVar("T")
 
 STORE_CONSUMER = "local_store"
 # Closing a client is local work; the bound only guards against one that misbehaves.
 _CLOSE_TIMEOUT = 1.0
+#: Where ``trio-events agent`` serves /metrics and /healthz unless told otherwise (``off``
+#: serves nothing). A library ``ServiceConfig`` serves no metrics unless given an address.
+DEFAULT_METRICS_LISTEN: Final = ("127.0.0.1", 9478)
 
 
 @final
 @attrs.frozen
 class Destination:
-    """One HTTP export address with its publisher settings (``publisher.name`` must be unique)."""
+    """One HTTP export address with its publisher settings (``publisher.name`` must be unique).
+
+    The publisher's ``attempt_timeout`` is the HTTP client's ``timeout``, always: it is set
+    here from ``http.timeout``, so the two can never disagree.
+    """
 
     http: HttpPublisherConfig
-    publisher: PublisherConfig
+    publisher: PublisherConfig = attrs.field(factory=PublisherConfig)
+
+    def __attrs_post_init__(self) -> None:
+        if self.publisher.attempt_timeout != self.http.timeout:
+            publisher = attrs.evolve(self.publisher, attempt_timeout=self.http.timeout)
+            object.__setattr__(self, "publisher", publisher)  # frozen: only while constructing
 
 
 @final
@@ -82,8 +96,11 @@ class ServiceConfig:
     destinations: tuple[Destination, ...] = ()
     task_destinations: tuple[TaskEventsDestination, ...] = ()
     store_path: str | None = None
+    #: The local store keeps every event type unless told otherwise: it is for looking at
+    #: what arrived (Ray's HTTP default list would hide profile, placement-group and
+    #: submission-job events).
     store_publisher: PublisherConfig = attrs.field(
-        factory=lambda: PublisherConfig(name=STORE_CONSUMER)
+        factory=lambda: PublisherConfig(name=STORE_CONSUMER, exposable_event_types=None)
     )
     metrics_listen: tuple[str, int] | None = None
     grace_period: float = 10.0
@@ -265,13 +282,21 @@ class AgentService:
                 finally:
                     agent_done.set()
 
-            grpc_port: int = await nursery.start(serve_grpc)
+            try:
+                grpc_port: int = await nursery.start(serve_grpc)
+            except OSError as exc:
+                raise _unservable("gRPC", config.agent.host, config.agent.port, exc) from None
             metrics_port = None
             if config.metrics_listen is not None:
                 host, port = config.metrics_listen
                 handler = functools.partial(answer_status, self._metrics, self.health)
-                metrics_port = await nursery.start(serve_http, handler, host, port)
+                try:
+                    metrics_port = await nursery.start(serve_http, handler, host, port)
+                except OSError as exc:
+                    raise _unservable("metrics", host, port, exc) from None
                 logger.info("Metrics and health on http://%s:%d/metrics.", host, metrics_port)
+            if store_path is not None:
+                logger.info("No export address: storing events in %s.", store_path)
             resumed = spool.resumed_events if spool is not None else None
             # From here on the stages stop only through the ordered shutdown below, which is
             # bounded: the server's close timeout, the grace period (or none), the clients'.
@@ -316,15 +341,24 @@ class AgentService:
     async def _clients(self) -> list[tuple[PublishClient, PublisherConfig, BatchEncoder | None]]:
         config = self._config
         clients: list[tuple[PublishClient, PublisherConfig, BatchEncoder | None]] = [
-            (HttpPublisherClient(d.http), d.publisher, None) for d in config.destinations
+            (
+                _Counted(HttpPublisherClient(d.http), d.publisher.name, self._metrics),
+                d.publisher,
+                None,
+            )
+            for d in config.destinations
         ]
         if not clients and config.store_path is not None:
-            store = await _open_in_thread(
-                functools.partial(EventStore, config.store_path), EventStore.close
-            )
+            try:
+                store = await _open_in_thread(
+                    functools.partial(EventStore, config.store_path), EventStore.close
+                )
+            except (OSError, sqlite3.Error) as exc:
+                raise OSError(
+                    f"the local store {config.store_path} cannot be opened ({exc})"
+                ) from None
             self._store_client = StorePublishClient(store)
             clients.append((self._store_client, config.store_publisher, None))
-            logger.info("No export address: storing events in %s.", config.store_path)
         return clients
 
     async def _drain(self) -> None:
@@ -385,6 +419,34 @@ async def _open_in_thread(open_: Callable[[], T], close: Callable[[T], object]) 
         for result in late:
             close(result)
         raise
+
+
+def _unservable(what: str, host: str, port: int, exc: OSError) -> OSError:
+    """A bind failure as one sentence naming the address (and only the errno's words)."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    error = OSError(f"the {what} address {host}:{port} cannot be served ({reason})")
+    error.errno = exc.errno
+    return error
+
+
+@final
+class _Counted:
+    """A destination's client, counting requests by outcome and bytes sent."""
+
+    def __init__(self, inner: HttpPublisherClient, name: str, metrics: Metrics) -> None:
+        self._inner = inner
+        self._requests = metrics.publish_requests
+        self._bytes = metrics.publish_sent_bytes.labels(name)
+        self._name = name
+
+    async def publish(self, body: bytes) -> PublishOutcome:
+        outcome = await self._inner.publish(body)
+        self._requests.labels(self._name, outcome.outcome.value).inc()
+        self._bytes.inc(len(body))
+        return outcome
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _forget_stale_consumers(spool: SpoolEventBuffer, publishers: list[str]) -> None:

@@ -26,7 +26,7 @@ import trio
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-logger = logging.getLogger("trio_events.spool")
+logger = logging.getLogger("trio_events.agent.spool_db")
 
 SCHEMA_VERSION: Final = 1
 APPLICATION_ID: Final = 0x74657370  # "tesp": tells a spool from the event store or anything else

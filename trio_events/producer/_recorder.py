@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from trio_events.producer._event_base import RayEventBase
 
-_log = logging.getLogger("trio_events.recorder")
+_log = logging.getLogger("trio_events.producer.recorder")
 # Closing a client is local work; the bound only guards against one that misbehaves.
 _CLOSE_TIMEOUT = 1.0
 

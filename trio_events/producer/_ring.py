@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from trio_events._metrics import Metrics
     from trio_events.producer._client import ExportError
 
-_log = logging.getLogger("trio_events.recorder")
+_log = logging.getLogger("trio_events.producer.ring")
 
 
 @final

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from trio_events.producer._client import ExportError
     from trio_events.producer._event_base import RayEventBase
 
-_log = logging.getLogger("trio_events.recorder")
+_log = logging.getLogger("trio_events.producer.task_ring")
 
 TaskAttemptKey = tuple[bytes, int]
 _PROFILE: Final = pb.RayEvent.TASK_PROFILE_EVENT
