@@ -123,6 +123,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p = sub.add_parser("query", help="ask questions of a store written by collect or agent")
     _sink_cli.add_query_arguments(p)
     p.set_defaults(runner=_sink_cli.run_query)
+
+    from trio_events._cli import _history
+
+    p = sub.add_parser("history", help="serve a store's history: Ray's state API and a web page")
+    _history.add_history_arguments(p)
+    p.set_defaults(runner=_async(_history.run_history))
     return parser
 
 

@@ -74,7 +74,7 @@ def task_row(index: HistoryIndex, attempt: TaskAttempt, detail: bool) -> Row:
                     attempt.states.items(), key=lambda item: TASK_STATE_RANK.get(item[0], 99)
                 )
             ],
-            "profiling_data": _profiling(attempt),
+            "profiling_data": profiling_data(attempt),
             "creation_time_ms": creation,
             "start_time_ms": start,
             "end_time_ms": end,
@@ -104,7 +104,7 @@ def _task_log_info(attempt: TaskAttempt) -> dict[str, object] | None:
     return result
 
 
-def _profiling(attempt: TaskAttempt) -> dict[str, object]:
+def profiling_data(attempt: TaskAttempt) -> dict[str, object]:
     """Ray's ``profiling_data``: one component with its events, times in milliseconds."""
     if not attempt.profile:
         return {}

@@ -1,0 +1,275 @@
+"""The history web page: server-rendered HTML, no JavaScript, no build step, nothing fetched
+from elsewhere (it works offline), styled by ``static/history.css``.
+
+- ``/``: every session in the store with its jobs, and the most recent failures with their errors.
+- ``/session/<name>/``: a session's jobs, nodes and actors with their state histories.
+- ``/session/<name>/job/<job id>?state=&name=&node=``: a job's task table with filters, a Gantt
+  timeline of task attempts by node and worker, and its failures with their error messages.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from trio_events.store._history_index import HistoryIndex, task_name
+from trio_events.store._history_rows import job_rows
+from trio_events.store._history_state import Entity, TaskAttempt
+from trio_events.store._ray_json import child, field, id_hex, text
+
+TABLE_ROWS: Final = 200
+GANTT_ATTEMPTS: Final = 400
+FAILURES: Final = 50
+_STATE_CLASS: Final = {"FINISHED": "ok", "FAILED": "bad", "RUNNING": "run", "DEAD": "bad", "ALIVE": "ok"}  # fmt: skip
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _when(ns: int | None) -> str:
+    if not ns:
+        return ""
+    moment = datetime.datetime.fromtimestamp(ns / 1e9, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+def _duration(ns: int | None) -> str:
+    if ns is None:
+        return ""
+    seconds = ns / 1e9
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def _short(identifier: str, width: int = 12) -> str:
+    return identifier if len(identifier) <= width else identifier[:width] + "…"
+
+
+def _last_line(message: str) -> str:
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _state(state: str, reconciled: str = "") -> str:
+    css = _STATE_CLASS.get(state, "mid")
+    title = f' title="{_e(reconciled)}"' if reconciled else ""
+    mark = "*" if reconciled else ""
+    return f'<span class="state {css}"{title}>{_e(state)}{mark}</span>'
+
+
+def _page(title: str, body: str, crumbs: Sequence[tuple[str, str]] = ()) -> str:
+    nav = " › ".join(f'<a href="{_e(href)}">{_e(label)}</a>' for href, label in crumbs)
+    return (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{_e(title)}</title>"
+        '<link rel="stylesheet" href="/static/history.css"></head><body>'
+        f'<header><a class="home" href="/">trio-events history</a> {nav}</header>'
+        f"<main><h1>{_e(title)}</h1>{body}</main></body></html>\n"
+    )
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], css: str = "") -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _session_href(session: str) -> str:
+    return f"/session/{urllib.parse.quote(session, safe='')}/"
+
+
+def _job_href(session: str, job_id: str, **query: str) -> str:
+    href = _session_href(session) + f"job/{urllib.parse.quote(job_id, safe='')}"
+    wanted = {k: v for k, v in query.items() if v}
+    return href + ("?" + urllib.parse.urlencode(wanted) if wanted else "")
+
+
+def _attempt_duration(attempt: TaskAttempt) -> int | None:
+    begin = attempt.start_ns or attempt.creation_ns
+    end = attempt.end_ns
+    return None if begin is None or end is None else max(end - begin, 0)
+
+
+def _failure(attempt: TaskAttempt, with_job: bool) -> str:
+    where = f"job {_e(attempt.job_id)} · " if with_job else ""
+    reconciled = ' <span class="note">(reconciled: the events never said it ended)</span>'
+    return (
+        '<div class="failure">'
+        f"<div><b>{_e(task_name(attempt))}</b> attempt {attempt.attempt} · "
+        f"{where}<code>{_e(attempt.task_id)}</code> · {_e(_when(attempt.end_ns))} · "
+        f"node <code>{_e(_short(attempt.node_id))}</code>"
+        f"{reconciled if attempt.reconciled else ''}</div>"
+        f'<div class="error-type">{_e(attempt.error_type)}: {_e(_last_line(attempt.error_message))}</div>'  # fmt: skip
+        f'<details><summary>error message</summary><pre class="error">{_e(attempt.error_message)}</pre></details>'  # fmt: skip
+        "</div>"
+    )
+
+
+def _failed(index: HistoryIndex, session: str | None, job_id: str | None) -> list[TaskAttempt]:
+    equals = [("state", "FAILED")] + ([("job_id", job_id)] if job_id else [])
+    found = [
+        a
+        for a in index.candidate_tasks(session, equals)
+        if a.state == "FAILED" and (job_id is None or a.job_id == job_id)
+    ]
+    found.sort(key=lambda a: a.end_ns or 0, reverse=True)
+    return found
+
+
+def render_home(index: HistoryIndex) -> str:
+    rows = []
+    for s in index.sessions:
+        jobs = " ".join(f'<a href="{_e(_job_href(s.name, j))}">{_e(j)}</a>' for j in s.jobs[:20])
+        rows.append(
+            (
+                f'<a href="{_e(_session_href(s.name))}">{_e(s.name or "(no session name)")}</a>',
+                _e(_when(s.first_ns)), _e(_when(s.last_ns)), f"{s.events:,}", str(s.nodes),
+                jobs, f"{s.tasks:,}", f'<span class="{"bad" if s.failed_tasks else ""}">{s.failed_tasks:,}</span>',  # fmt: skip
+            )
+        )
+    headers = ["session", "first event", "last event", "events", "nodes", "jobs", "task attempts", "failed"]  # fmt: skip
+    sessions = _table(headers, rows, "sessions") if rows else "<p>The store has no events yet.</p>"
+    failures = _failed(index, None, None)[:10]
+    recent = "".join(_failure(a, True) for a in failures) or "<p>No failed tasks.</p>"
+    body = (
+        f'<p class="meta">{index.history.events:,} events from <code>{_e(index.path)}</code>; '
+        f"state rebuilt from partial events (see docs/history.md).</p>"
+        f"<h2>Sessions</h2>{sessions}<h2>Recent failures</h2>{recent}"
+    )
+    return _page("Ray sessions", body)
+
+
+def _history_cells(entity: Entity) -> str:
+    steps = [f"{_state(t.state)} <small>{_e(_when(t.ts_ns))}</small>" for t in entity.history()]
+    if entity.reconciled is not None:
+        state, when, reason = entity.reconciled
+        steps.append(f"{_state(state, reason)} <small>{_e(_when(when))} (reconciled)</small>")
+    return " → ".join(steps)
+
+
+def render_session(index: HistoryIndex, session: str) -> str:
+    jobs = []
+    for row in job_rows(index, session):
+        job_id = str(row["job_id"] or row["submission_id"] or "")
+        link = f'<a href="{_e(_job_href(session, job_id))}">{_e(job_id)}</a>' if row["job_id"] else _e(job_id)  # fmt: skip
+        jobs.append((link, _e(row["type"]), _state(str(row["status"])), _e(row["entrypoint"])))
+    nodes = []
+    for node in index.entities("node", session):
+        d = node.definition or {}
+        label = text(d, "node_name") or text(d, "hostname")
+        nodes.append((f"<code>{_e(_short(node.entity_id))}</code>", _e(text(d, "node_ip_address")), _e(label), _history_cells(node)))  # fmt: skip
+    actors = []
+    for actor in index.entities("actor", session):
+        d = actor.definition or {}
+        actors.append(
+            (f"<code>{_e(_short(actor.entity_id))}</code>", _e(text(d, "class_name")), _e(text(d, "name")),
+             _e(id_hex(field(d, "job_id"))), _history_cells(actor))
+        )  # fmt: skip
+    dead_workers = []
+    for worker in index.entities("worker", session):
+        for t in worker.history():
+            if t.state == "DEAD":
+                death = child(t.details, "death_info") or {}
+                dead_workers.append((f"<code>{_e(_short(worker.entity_id))}</code>", _e(_when(t.ts_ns)),
+                                     _e(text(death, "exit_type")), _e(text(death, "exit_detail"))))  # fmt: skip
+    body = (
+        "<h2>Jobs</h2>" + _table(["job", "type", "status", "entrypoint"], jobs)
+        + "<h2>Nodes</h2>" + _table(["node", "ip", "name", "state history"], nodes)
+        + "<h2>Actors</h2>" + _table(["actor", "class", "name", "job", "state history"], actors)
+        + "<h2>Workers that died</h2>"
+        + (_table(["worker", "died", "exit type", "detail"], dead_workers) if dead_workers else "<p>None.</p>")  # fmt: skip
+    )  # fmt: skip
+    return _page(f"Session {session}", body, [(_session_href(session), session)])
+
+
+def _gantt(index: HistoryIndex, attempts: Sequence[TaskAttempt]) -> str:
+    ran = [a for a in attempts if a.start_ns is not None and a.node_id]
+    ran.sort(key=lambda a: a.start_ns or 0)
+    ran = ran[-GANTT_ATTEMPTS:]
+    if not ran:
+        return "<p>No attempt of these tasks ran.</p>"
+    t0 = min(a.start_ns or 0 for a in ran)
+    t1 = max(a.end_ns or a.start_ns or 0 for a in ran)
+    span = max(t1 - t0, 1)
+    lanes: dict[str, dict[str, list[TaskAttempt]]] = {}
+    for a in ran:
+        lanes.setdefault(a.node_id, {}).setdefault(a.worker_id, []).append(a)
+    out = [f'<p class="meta">{len(ran)} attempts from {_e(_when(t0))} over {_e(_duration(span))}.</p><div class="gantt">']  # fmt: skip
+    for node_id, workers in sorted(lanes.items()):
+        node = index.entity("node", ran[0].session, node_id)
+        ip = text((node.definition or {}) if node else {}, "node_ip_address")
+        out.append(f'<div class="node">node {_e(_short(node_id))} {_e(ip)}</div>')
+        for worker_id, items in sorted(workers.items()):
+            bars = []
+            for a in items:
+                left = ((a.start_ns or t0) - t0) / span * 100
+                width = max(((a.end_ns or t1) - (a.start_ns or t0)) / span * 100, 0.15)
+                tip = f"{task_name(a)} attempt {a.attempt} {a.state} {_duration(_attempt_duration(a))}"
+                css = _STATE_CLASS.get(a.state, "mid")
+                bars.append(f'<span class="bar {css}" style="left:{left:.3f}%;width:{width:.3f}%" title="{_e(tip)}"></span>')  # fmt: skip
+            out.append(f'<div class="lane"><span class="who">worker {_e(_short(worker_id, 8))}</span><div class="track">{"".join(bars)}</div></div>')  # fmt: skip
+    out.append("</div>")
+    return "".join(out)
+
+
+def render_job(index: HistoryIndex, session: str, job_id: str, query: str) -> str:
+    params = dict(urllib.parse.parse_qsl(query))
+    want_state, want_name, want_node = (params.get(k, "").strip() for k in ("state", "name", "node"))
+    every = index.candidate_tasks(session, [("job_id", job_id)])
+    counts: dict[str, int] = {}
+    nodes: set[str] = set()
+    for a in every:
+        counts[a.state] = counts.get(a.state, 0) + 1
+        nodes.add(a.node_id)
+    chosen = [
+        a for a in every
+        if (not want_state or a.state == want_state)
+        and (not want_name or want_name.lower() in task_name(a).lower())
+        and (not want_node or a.node_id == want_node)
+    ]  # fmt: skip
+    chosen.sort(key=lambda a: a.creation_ns or 0, reverse=True)
+    options = "".join(
+        f'<option value="{_e(s)}"{" selected" if s == want_state else ""}>{_e(s)} ({n:,})</option>'
+        for s, n in sorted(counts.items())
+    )
+    node_options = "".join(
+        f'<option value="{_e(n)}"{" selected" if n == want_node else ""}>{_e(_short(n))}</option>'
+        for n in sorted(nodes) if n
+    )  # fmt: skip
+    form = (
+        f'<form class="filters" method="get" action="{_e(_job_href(session, job_id))}">'
+        f'<label>state <select name="state"><option value="">any ({len(every):,})</option>{options}</select></label> '
+        f'<label>name <input name="name" value="{_e(want_name)}" placeholder="contains"></label> '
+        f'<label>node <select name="node"><option value="">any</option>{node_options}</select></label> '
+        '<button type="submit">filter</button></form>'
+    )  # fmt: skip
+    rows = [
+        (
+            _state(a.state, a.reconciled), _e(task_name(a)), str(a.attempt),
+            f"<code>{_e(_short(a.task_id, 16))}</code>", _e(_when(a.creation_ns)),
+            _e(_duration(_attempt_duration(a))), f"<code>{_e(_short(a.node_id))}</code>",
+            f'<span class="err">{_e(a.error_type)} {_e(_last_line(a.error_message))}</span>',
+        )
+        for a in chosen[:TABLE_ROWS]
+    ]  # fmt: skip
+    shown = f"{min(len(chosen), TABLE_ROWS):,} of {len(chosen):,} matching attempts (newest first)"
+    failed = [a for a in chosen if a.state == "FAILED"]
+    failed.sort(key=lambda a: a.end_ns or 0, reverse=True)
+    failures = "".join(_failure(a, False) for a in failed[:FAILURES]) or "<p>No failures.</p>"
+    body = (
+        f'<p class="meta"><a href="{_e(_session_href(session))}api/v0/tasks/timeline?job_id={_e(job_id)}">'
+        "Chrome trace (open in Perfetto or chrome://tracing)</a></p>"
+        f"{form}<h2>Failures ({len(failed):,})</h2>{failures}"
+        f"<h2>Timeline</h2>{_gantt(index, chosen)}"
+        f'<h2>Tasks</h2><p class="meta">{shown}; * = settled by reconciliation.</p>'
+        + _table(["state", "name", "attempt", "task id", "created", "duration", "node", "error"], rows, "tasks")
+    )  # fmt: skip
+    crumbs = [(_session_href(session), session), (_job_href(session, job_id), f"job {job_id}")]
+    return _page(f"Job {job_id}", body, crumbs)
