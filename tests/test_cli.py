@@ -156,6 +156,7 @@ def test_demo_runs_the_whole_pipeline_with_no_drops(tmp_path: Path) -> None:
     assert "A failed task's timeline" in result.stdout
     assert "FAILED" in result.stdout
     assert (tmp_path / "demo-events.db").exists()
+    assert f"trio-events history --db {tmp_path / 'demo-events.db'}" in result.stdout
 
 
 def test_invalid_flag_value_says_what_it_wants(tmp_path: Path) -> None:

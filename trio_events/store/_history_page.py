@@ -23,6 +23,7 @@ from trio_events.store._ray_json import child, field, id_hex, text
 TABLE_ROWS: Final = 200
 GANTT_ATTEMPTS: Final = 400
 FAILURES: Final = 50
+FAILURES_UNFILTERED: Final = 5
 _STATE_CLASS: Final = {"FINISHED": "ok", "FAILED": "bad", "RUNNING": "run", "DEAD": "bad", "ALIVE": "ok"}  # fmt: skip
 
 
@@ -97,7 +98,7 @@ def _attempt_duration(attempt: TaskAttempt) -> int | None:
     return None if begin is None or end is None else max(end - begin, 0)
 
 
-def _failure(attempt: TaskAttempt, with_job: bool) -> str:
+def _failure(attempt: TaskAttempt, with_job: bool, *, open_: bool = False) -> str:
     where = f"job {_e(attempt.job_id)} · " if with_job else ""
     reconciled = ' <span class="note">(reconciled: the events never said it ended)</span>'
     return (
@@ -107,7 +108,7 @@ def _failure(attempt: TaskAttempt, with_job: bool) -> str:
         f"node <code>{_e(_short(attempt.node_id))}</code>"
         f"{reconciled if attempt.reconciled else ''}</div>"
         f'<div class="error-type">{_e(attempt.error_type)}: {_e(_last_line(attempt.error_message))}</div>'  # fmt: skip
-        f'<details><summary>error message</summary><pre class="error">{_e(attempt.error_message)}</pre></details>'  # fmt: skip
+        f'<details{" open" if open_ else ""}><summary>error message</summary><pre class="error">{_e(attempt.error_message)}</pre></details>'  # fmt: skip
         "</div>"
     )
 
@@ -136,8 +137,8 @@ def render_home(index: HistoryIndex) -> str:
         )
     headers = ["session", "first event", "last event", "events", "nodes", "jobs", "task attempts", "failed"]  # fmt: skip
     sessions = _table(headers, rows, "sessions") if rows else "<p>The store has no events yet.</p>"
-    failures = _failed(index, None, None)[:10]
-    recent = "".join(_failure(a, True) for a in failures) or "<p>No failed tasks.</p>"
+    failures = _failed(index, None, None)[:FAILURES_UNFILTERED]
+    recent = "".join(_failure(a, True, open_=i == 0) for i, a in enumerate(failures)) or "<p>No failed tasks.</p>"
     body = (
         f'<p class="meta">{index.history.events:,} events from <code>{_e(index.path)}</code>; '
         f"state rebuilt from partial events (see docs/history.md).</p>"
@@ -262,12 +263,16 @@ def render_job(index: HistoryIndex, session: str, job_id: str, query: str) -> st
     shown = f"{min(len(chosen), TABLE_ROWS):,} of {len(chosen):,} matching attempts (newest first)"
     failed = [a for a in chosen if a.state == "FAILED"]
     failed.sort(key=lambda a: a.end_ns or 0, reverse=True)
-    failures = "".join(_failure(a, False) for a in failed[:FAILURES]) or "<p>No failures.</p>"
+    shown_failures = FAILURES if want_state == "FAILED" else FAILURES_UNFILTERED
+    failures = "".join(_failure(a, False, open_=i == 0) for i, a in enumerate(failed[:shown_failures]))
+    if len(failed) > shown_failures:
+        more = _job_href(session, job_id, state="FAILED", name=want_name, node=want_node)
+        failures += f'<p class="meta"><a href="{_e(more)}">all {len(failed):,} failures</a></p>'
     body = (
         f'<p class="meta"><a href="{_e(_session_href(session))}api/v0/tasks/timeline?job_id={_e(job_id)}">'
         "Chrome trace (open in Perfetto or chrome://tracing)</a></p>"
-        f"{form}<h2>Failures ({len(failed):,})</h2>{failures}"
-        f"<h2>Timeline</h2>{_gantt(index, chosen)}"
+        f"{form}<h2>Timeline</h2>{_gantt(index, chosen)}"
+        f"<h2>Failures ({len(failed):,})</h2>{failures or '<p>No failures.</p>'}"
         f'<h2>Tasks</h2><p class="meta">{shown}; * = settled by reconciliation.</p>'
         + _table(["state", "name", "attempt", "task id", "created", "duration", "node", "error"], rows, "tasks")
     )  # fmt: skip
