@@ -10,34 +10,60 @@ import pytest
 import trio
 
 from tests import ray_event_samples as s
-from tests.test_history_state import OTHER_NODE, OTHER_WORKER, T, TRACEBACK, lifecycle, one_task_events  # fmt: skip
+from tests.test_history_state import (
+    OTHER_NODE,
+    OTHER_WORKER,
+    TRACEBACK,
+    T,
+    lifecycle,
+    one_task_events,
+)
 from trio_events.store._history_server import HistoryConfig, HistoryServer
 from trio_events.store._sqlite import EventStore
 
 LATER = "session_2025-10-25_09-00-00_000000_1"
 TASK_COLUMNS = [
-    "task_id", "attempt_number", "name", "state", "job_id", "actor_id", "type",
-    "func_or_class_name", "parent_task_id", "node_id", "worker_id", "worker_pid", "error_type",
-]  # fmt: skip
+    "task_id",
+    "attempt_number",
+    "name",
+    "state",
+    "job_id",
+    "actor_id",
+    "type",
+    "func_or_class_name",
+    "parent_task_id",
+    "node_id",
+    "worker_id",
+    "worker_pid",
+    "error_type",
+]
 
 
 def store_events() -> list[dict[str, Any]]:
     """One task (failed attempt, finished retry), a driver task, cluster entities, a later session."""
     driver = s.task_definition(50, bytes(24), 0, "driver", T.format(0, 0))
     driver["taskDefinitionEvent"]["taskType"] = "DRIVER_TASK"
-    later = lifecycle(60, 0, [("RUNNING", T.format(30, 0))], node=OTHER_NODE, worker=OTHER_WORKER, session=LATER)  # fmt: skip
+    later = lifecycle(
+        60, 0, [("RUNNING", T.format(30, 0))], node=OTHER_NODE, worker=OTHER_WORKER, session=LATER
+    )
     later["timestamp"] = "2025-10-25T09:00:00Z"
     worker_def = s.base_event(70, "WORKER_DEFINITION_EVENT", T.format(0, 0), "RAYLET")
     worker_def["workerDefinitionEvent"] = {
-        "workerId": s.b64(s.WORKER_ID), "nodeId": s.b64(s.NODE_ID), "workerType": "WORKER", "pid": 4242,
-    }  # fmt: skip
+        "workerId": s.b64(s.WORKER_ID),
+        "nodeId": s.b64(s.NODE_ID),
+        "workerType": "WORKER",
+        "pid": 4242,
+    }
     return [
         *one_task_events(),
         driver,
         s.node_definition(71, T.format(0, 0)),
         worker_def,
         s.actor_definition(72, T.format(0, 0)),
-        s.actor_lifecycle(73, [{"state": "ALIVE", "timestamp": T.format(1, 0), "nodeId": s.b64(s.NODE_ID), "pid": 9}]),  # fmt: skip
+        s.actor_lifecycle(
+            73,
+            [{"state": "ALIVE", "timestamp": T.format(1, 0), "nodeId": s.b64(s.NODE_ID), "pid": 9}],
+        ),
         s.job_lifecycle(74, [("CREATED", T.format(0, 0))]),
         later,
     ]
@@ -79,13 +105,21 @@ async def test_tasks_answer_in_rays_envelope_sorted_by_id(base_url) -> None:
     assert body["result"] is True
     assert body["msg"] == ""
     answer = body["data"]["result"]
-    assert set(answer) == {"total", "num_after_truncation", "num_filtered", "result", "partial_failure_warning", "warnings"}  # fmt: skip
+    assert set(answer) == {
+        "total",
+        "num_after_truncation",
+        "num_filtered",
+        "result",
+        "partial_failure_warning",
+        "warnings",
+    }
     assert answer["total"] == answer["num_filtered"] == 2  # the driver task is excluded
     rows = answer["result"]
     assert [list(row) for row in rows] == [TASK_COLUMNS, TASK_COLUMNS]
     assert [(r["task_id"], r["attempt_number"], r["state"]) for r in rows] == [
-        (s.TASK_ID.hex(), 0, "FAILED"), (s.TASK_ID.hex(), 1, "FINISHED")
-    ]  # fmt: skip
+        (s.TASK_ID.hex(), 0, "FAILED"),
+        (s.TASK_ID.hex(), 1, "FINISHED"),
+    ]
     assert rows[0]["error_type"] == "TASK_EXECUTION_EXCEPTION"
     assert rows[0]["node_id"] == s.NODE_ID.hex()
     assert rows[1]["node_id"] == OTHER_NODE.hex()
@@ -103,7 +137,11 @@ async def test_filters_limit_detail_and_exclude_driver(base_url) -> None:
     limited = (await get(base_url, scope + query(limit=1))).json()["data"]["result"]
     assert (len(limited["result"]), limited["num_filtered"]) == (1, 2)
     with_driver = (await get(base_url, scope + query(exclude_driver="false"))).json()
-    assert [r["type"] for r in with_driver["data"]["result"]["result"]] == ["DRIVER_TASK", "NORMAL_TASK", "NORMAL_TASK"]  # fmt: skip
+    assert [r["type"] for r in with_driver["data"]["result"]["result"]] == [
+        "DRIVER_TASK",
+        "NORMAL_TASK",
+        "NORMAL_TASK",
+    ]
     by_attempt = (await get(base_url, scope + query(("attempt_number", "=", "1")))).json()
     assert [r["attempt_number"] for r in by_attempt["data"]["result"]["result"]] == [1]
 
@@ -138,7 +176,9 @@ async def test_summary_and_other_resources(base_url) -> None:
     workers = (await get(base_url, scope + "workers")).json()["data"]["result"]["result"]
     assert [(w["pid"], w["ip"], w["is_alive"]) for w in workers] == [(4242, "127.0.0.1", True)]
     jobs = (await get(base_url, scope + "jobs")).json()["data"]["result"]["result"]
-    assert [(j["job_id"], j["type"], j["status"]) for j in jobs] == [(s.JOB_ID.hex(), "DRIVER", "RUNNING")]  # fmt: skip
+    assert [(j["job_id"], j["type"], j["status"]) for j in jobs] == [
+        (s.JOB_ID.hex(), "DRIVER", "RUNNING")
+    ]
     empty = (await get(base_url, scope + "placement_groups")).json()["data"]["result"]
     assert (empty["total"], empty["result"]) == (0, [])
 
@@ -162,25 +202,31 @@ async def test_pages_show_sessions_jobs_and_the_error(base_url) -> None:
     home = await get(base_url, "/")
     assert home.status_code == 200
     assert home.headers["content-type"].startswith("text/html")
-    assert s.SESSION in home.text and LATER in home.text
+    assert s.SESSION in home.text
+    assert LATER in home.text
     assert "ValueError: loss is NaN" in home.text
     job = await get(base_url, f"/session/{s.SESSION}/job/{s.JOB_ID.hex()}?state=FAILED")
     assert "ValueError: loss is NaN" in job.text
     assert "1 of 1 matching attempts" in job.text
     assert 'class="bar bad"' in job.text  # the failed attempt on the Gantt timeline
     session = await get(base_url, f"/session/{s.SESSION}/")
-    assert "Trainer" in session.text and "127.0.0.1" in session.text
+    assert "Trainer" in session.text
+    assert "127.0.0.1" in session.text
     css = await get(base_url, "/static/history.css")
-    assert css.status_code == 200 and ".gantt" in css.text
+    assert css.status_code == 200
+    assert ".gantt" in css.text
     assert (await get(base_url, "/nowhere")).status_code == 404
 
 
 async def test_chrome_trace_has_rays_shape(base_url) -> None:
-    trace = (await get(base_url, f"/session/{s.SESSION}/api/v0/tasks/timeline?job_id={s.JOB_ID.hex()}")).json()  # fmt: skip
+    trace = (
+        await get(base_url, f"/session/{s.SESSION}/api/v0/tasks/timeline?job_id={s.JOB_ID.hex()}")
+    ).json()
     spans = [e for e in trace if e["ph"] == "X"]
     assert [(e["name"], e["args"]["attempt_number"], e["args"]["state"]) for e in spans] == [
-        ("train_step", 0, "FAILED"), ("train_step", 1, "FINISHED")
-    ]  # fmt: skip
+        ("train_step", 0, "FAILED"),
+        ("train_step", 1, "FINISHED"),
+    ]
     assert spans[0]["dur"] == pytest.approx(1_995_000.0)  # microseconds
     names = {(e["name"], e["args"]["name"]) for e in trace if e["ph"] == "M"}
     assert ("process_name", "Node 127.0.0.1") in names

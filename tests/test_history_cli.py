@@ -12,8 +12,8 @@ import trio
 
 from tests import ray_event_samples as s
 from tests.test_history_api import store_events
-from trio_events._cli._main import build_parser
 from trio_events._cli._history import run_history
+from trio_events._cli._main import build_parser
 from trio_events.store._sqlite import EventStore
 
 if TYPE_CHECKING:
@@ -30,17 +30,27 @@ def make_store(tmp_path: Path) -> Path:
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "trio_events", *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_chrome_trace_file(tmp_path: Path) -> None:
     db = make_store(tmp_path)
     out = tmp_path / "trace.json"
     result = run_cli(
-        "history", "--db", str(db), "--chrome-trace", str(out), "--session", s.SESSION,
-        "--job", s.JOB_ID.hex(),
-    )  # fmt: skip
+        "history",
+        "--db",
+        str(db),
+        "--chrome-trace",
+        str(out),
+        "--session",
+        s.SESSION,
+        "--job",
+        s.JOB_ID.hex(),
+    )
     assert result.returncode == 0, result.stderr
     assert f"Wrote 2 spans to {out}" in result.stdout
     trace = json.loads(out.read_text())
@@ -50,7 +60,10 @@ def test_chrome_trace_file(tmp_path: Path) -> None:
 def test_missing_store_and_unknown_session_are_one_sentence(tmp_path: Path) -> None:
     missing = run_cli("history", "--db", str(tmp_path / "nope.db"), "--chrome-trace", "x.json")
     assert missing.returncode == 1
-    assert missing.stderr.strip() == f"trio-events history: There is no event store at {str(tmp_path / 'nope.db')!r}."  # fmt: skip
+    assert (
+        missing.stderr.strip()
+        == f"trio-events history: There is no event store at {str(tmp_path / 'nope.db')!r}."
+    )
     db = make_store(tmp_path)
     unknown = run_cli("history", "--db", str(db), "--chrome-trace", "x.json", "--session", "s1")
     assert unknown.returncode == 1
@@ -77,6 +90,8 @@ async def test_a_port_in_use_is_one_sentence(tmp_path: Path, capsys) -> None:
         await taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        args = build_parser({}).parse_args(["history", "--db", str(db), "--listen", f"127.0.0.1:{port}"])  # fmt: skip
+        args = build_parser({}).parse_args(
+            ["history", "--db", str(db), "--listen", f"127.0.0.1:{port}"]
+        )
         assert await run_history(args) == 1
     assert f"trio-events history: cannot serve on 127.0.0.1:{port}:" in capsys.readouterr().err

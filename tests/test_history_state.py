@@ -17,9 +17,15 @@ TRACEBACK = "Traceback (most recent call last):\n  ...\nValueError: loss is NaN"
 
 
 def lifecycle(
-    n: int, attempt: int, transitions: list[tuple[str, str]], *, node: bytes | None = None,
-    worker: bytes | None = None, error: tuple[str, str] | None = None, session: str = s.SESSION,
-) -> dict[str, Any]:  # fmt: skip
+    n: int,
+    attempt: int,
+    transitions: list[tuple[str, str]],
+    *,
+    node: bytes | None = None,
+    worker: bytes | None = None,
+    error: tuple[str, str] | None = None,
+    session: str = s.SESSION,
+) -> dict[str, Any]:
     """A task lifecycle event as a real reporter sends it: the owner's carry no node/worker."""
     event = s.task_lifecycle(n, s.TASK_ID, attempt, transitions, error=error)
     payload = event["taskLifecycleEvent"]
@@ -35,9 +41,20 @@ def one_task_events() -> list[dict[str, Any]]:
     """Attempt 0 fails on the default node; attempt 1 runs on another node and finishes."""
     return [
         s.task_definition(1, s.TASK_ID, 0, "train_step", T.format(0, 0)),
-        lifecycle(2, 0, [("PENDING_ARGS_AVAIL", T.format(0, 1)), ("PENDING_NODE_ASSIGNMENT", T.format(0, 2))]),  # fmt: skip
-        lifecycle(3, 0, [("SUBMITTED_TO_WORKER", T.format(1, 0)), ("RUNNING", T.format(1, 5))], node=s.NODE_ID),  # fmt: skip
-        lifecycle(4, 0, [("FAILED", T.format(3, 0))], error=("TASK_EXECUTION_EXCEPTION", TRACEBACK)),  # fmt: skip
+        lifecycle(
+            2,
+            0,
+            [("PENDING_ARGS_AVAIL", T.format(0, 1)), ("PENDING_NODE_ASSIGNMENT", T.format(0, 2))],
+        ),
+        lifecycle(
+            3,
+            0,
+            [("SUBMITTED_TO_WORKER", T.format(1, 0)), ("RUNNING", T.format(1, 5))],
+            node=s.NODE_ID,
+        ),
+        lifecycle(
+            4, 0, [("FAILED", T.format(3, 0))], error=("TASK_EXECUTION_EXCEPTION", TRACEBACK)
+        ),
         s.task_definition(5, s.TASK_ID, 1, "train_step", T.format(3, 1)),
         lifecycle(6, 1, [("PENDING_ARGS_AVAIL", T.format(3, 2))]),
         lifecycle(7, 1, [("RUNNING", T.format(4, 0))], node=OTHER_NODE, worker=OTHER_WORKER),
@@ -55,10 +72,19 @@ def fold(events: list[dict[str, Any]]) -> ClusterHistory:
 
 def summary(history: ClusterHistory) -> dict[object, object]:
     return {
-        key: (a.state, a.node_id, a.worker_id, a.error_type, a.error_message, dict(a.states),
-              a.task_type, a.job_id, a.reconciled)
+        key: (
+            a.state,
+            a.node_id,
+            a.worker_id,
+            a.error_type,
+            a.error_message,
+            dict(a.states),
+            a.task_type,
+            a.job_id,
+            a.reconciled,
+        )
         for key, a in history.tasks.items()
-    }  # fmt: skip
+    }
 
 
 def test_split_lifecycle_is_rebuilt_per_attempt() -> None:
@@ -71,9 +97,14 @@ def test_split_lifecycle_is_rebuilt_per_attempt() -> None:
     assert first.error_type == "TASK_EXECUTION_EXCEPTION"
     assert first.error_message == TRACEBACK
     assert list(first.states) == [
-        "PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER", "RUNNING", "FAILED"
-    ]  # fmt: skip
-    assert first.end_ns is not None and first.start_ns is not None
+        "PENDING_ARGS_AVAIL",
+        "PENDING_NODE_ASSIGNMENT",
+        "SUBMITTED_TO_WORKER",
+        "RUNNING",
+        "FAILED",
+    ]
+    assert first.end_ns is not None
+    assert first.start_ns is not None
     assert first.end_ns - first.start_ns == 1_995_000_000
     assert retry.state == "FINISHED"
     assert retry.node_id == OTHER_NODE.hex()
@@ -82,7 +113,7 @@ def test_split_lifecycle_is_rebuilt_per_attempt() -> None:
 
 def test_definition_after_lifecycle_still_names_the_task() -> None:
     events = one_task_events()
-    history = fold(events[1:4] + [events[0]])
+    history = fold([*events[1:4], events[0]])
     attempt = history.tasks[(s.SESSION, s.TASK_ID.hex(), 0)]
     assert attempt.task_type == "NORMAL_TASK"
     assert attempt.definition is not None
@@ -91,7 +122,9 @@ def test_definition_after_lifecycle_still_names_the_task() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.permutations(one_task_events()), st.lists(st.integers(0, 7), max_size=4))
-def test_any_interleaving_gives_the_same_state(order: list[dict[str, Any]], repeats: list[int]) -> None:  # fmt: skip
+def test_any_interleaving_gives_the_same_state(
+    order: list[dict[str, Any]], repeats: list[int]
+) -> None:
     expected = summary(fold(one_task_events()))
     events = list(order)
     for i in repeats:  # a retried export re-sends an event
@@ -112,15 +145,22 @@ def test_a_task_of_a_finished_job_is_failed_with_the_reason() -> None:
 
 def test_a_task_whose_worker_died_is_failed_by_the_earliest_cause() -> None:
     events = one_task_events()[:3]  # attempt 0 running on WORKER_ID, never terminal
-    death = {"state": "DEAD", "timestamp": T.format(2, 0),
-             "deathInfo": {"exitType": "SYSTEM_ERROR", "exitDetail": "OOM killed"}}  # fmt: skip
+    death = {
+        "state": "DEAD",
+        "timestamp": T.format(2, 0),
+        "deathInfo": {"exitType": "SYSTEM_ERROR", "exitDetail": "OOM killed"},
+    }
     events.append(s.worker_lifecycle(21, [{"state": "ALIVE", "timestamp": T.format(0, 0)}, death]))
     events.append(s.job_lifecycle(22, [("FINISHED", T.format(8, 0))]))
     attempt = fold(events).tasks[(s.SESSION, s.TASK_ID.hex(), 0)]
     assert attempt.state == "FAILED"
     assert attempt.error_type == "WORKER_DIED"
-    assert "died with exit_type: SYSTEM_ERROR with error_message: OOM killed" in attempt.error_message
-    assert attempt.end_ns == fold([events[-2]]).entities["worker"][(s.SESSION, s.WORKER_ID.hex())].first_ns("DEAD")  # fmt: skip
+    assert (
+        "died with exit_type: SYSTEM_ERROR with error_message: OOM killed" in attempt.error_message
+    )
+    assert attempt.end_ns == fold([events[-2]]).entities["worker"][
+        (s.SESSION, s.WORKER_ID.hex())
+    ].first_ns("DEAD")
 
 
 def test_a_task_on_a_dead_node_is_failed_and_a_finished_one_is_left_alone() -> None:
@@ -129,8 +169,13 @@ def test_a_task_on_a_dead_node_is_failed_and_a_finished_one_is_left_alone() -> N
     node_death = s.base_event(30, "NODE_LIFECYCLE_EVENT", T.format(6, 0), "GCS")
     node_death["nodeLifecycleEvent"] = {
         "nodeId": s.b64(s.NODE_ID),
-        "stateTransitions": [{"state": "DEAD", "timestamp": T.format(6, 0),
-                              "deathInfo": {"reason": "UNEXPECTED_TERMINATION", "reasonMessage": "preempted"}}],  # fmt: skip
+        "stateTransitions": [
+            {
+                "state": "DEAD",
+                "timestamp": T.format(6, 0),
+                "deathInfo": {"reason": "UNEXPECTED_TERMINATION", "reasonMessage": "preempted"},
+            }
+        ],
     }
     history = fold([*events, node_death])
     assert history.tasks[(s.SESSION, s.TASK_ID.hex(), 0)].error_type == "NODE_DIED"
@@ -141,7 +186,10 @@ def test_a_task_on_a_dead_node_is_failed_and_a_finished_one_is_left_alone() -> N
 
 def test_sessions_are_kept_apart() -> None:
     later = "session_2025-10-25_09-00-00_000000_1"
-    events = one_task_events()[:3] + [lifecycle(40, 0, [("FINISHED", T.format(9, 0))], session=later)]  # fmt: skip
+    events = [
+        *one_task_events()[:3],
+        lifecycle(40, 0, [("FINISHED", T.format(9, 0))], session=later),
+    ]
     history = fold(events)
     assert history.tasks[(s.SESSION, s.TASK_ID.hex(), 0)].state == "RUNNING"
     assert history.tasks[(later, s.TASK_ID.hex(), 0)].state == "FINISHED"
@@ -155,7 +203,9 @@ def test_an_actor_on_a_dead_node_is_dead_with_the_reason() -> None:
         "nodeId": s.b64(s.NODE_ID),
         "stateTransitions": [{"state": "DEAD", "timestamp": T.format(6, 0)}],
     }
-    history = fold([s.actor_lifecycle(32, [alive]), s.actor_definition(33, T.format(0, 0)), node_death])  # fmt: skip
+    history = fold(
+        [s.actor_lifecycle(32, [alive]), s.actor_definition(33, T.format(0, 0)), node_death]
+    )
     actor = history.entities["actor"][(s.SESSION, s.ACTOR_ID.hex())]
     assert actor.reported_state == "ALIVE"
     assert actor.state == "DEAD"
@@ -164,4 +214,6 @@ def test_an_actor_on_a_dead_node_is_dead_with_the_reason() -> None:
 
 
 def test_snake_case_events_fold_the_same() -> None:
-    assert summary(fold([s.to_snake(e) for e in one_task_events()])) == summary(fold(one_task_events()))  # fmt: skip
+    assert summary(fold([s.to_snake(e) for e in one_task_events()])) == summary(
+        fold(one_task_events())
+    )

@@ -27,9 +27,15 @@ pytestmark = pytest.mark.slow
 
 INSTALL = "apt-get update && apt-get install -y chromium"
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +45,10 @@ def chromium() -> str:
         subprocess.run(
             ["sh", "-c", INSTALL],
             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            capture_output=True, timeout=1800, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            timeout=1800,
+            check=False,
+        )
         found = shutil.which("chromium")
     if found is None:
         pytest.fail(f"Chromium is not installed; run `{INSTALL}` as root.")
@@ -58,12 +66,14 @@ def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def browse(chromium: str, profile: Path, *args: str) -> bytes:
-    profile.mkdir(parents=True, exist_ok=True)
+    await trio.Path(profile).mkdir(parents=True, exist_ok=True)
     with trio.fail_after(120):
         done = await trio.run_process(
             [chromium, *FLAGS, f"--user-data-dir={profile}", *args],
-            capture_stdout=True, capture_stderr=True, check=False,
-        )  # fmt: skip
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
     return done.stdout
 
@@ -89,20 +99,24 @@ async def test_failing_task_error_is_on_the_page(chromium, demo_store, tmp_path,
     # The error's last line is shown in the failure's heading, not only inside <details>.
     assert f'<div class="error-type">{newest.error_type}: {error_line}</div>' in home
     assert newest.task_id in home
-    job = (await browse(chromium, tmp_path / "p2", "--dump-dom", f"{job_page}?state=FAILED")).decode()
+    job = (
+        await browse(chromium, tmp_path / "p2", "--dump-dom", f"{job_page}?state=FAILED")
+    ).decode()
     assert f"{newest.error_type}: {error_line}" in job
     assert 'class="bar bad"' in job  # failed attempts drawn on the timeline
 
     shots = Path(os.environ.get("TRIO_EVENTS_SCREENSHOT_DIR") or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
+    await trio.Path(shots).mkdir(parents=True, exist_ok=True)
     for name, url, height in [
         ("history-home.png", f"{base}/", 760),
         ("history-job.png", job_page, 1500),
         ("history-session.png", f"{base}/session/{newest.session}/", 900),
     ]:
         target = shots / name
-        await browse(chromium, tmp_path / name, f"--screenshot={target}", f"--window-size=1400,{height}", url)  # fmt: skip
-        data = target.read_bytes()
+        await browse(
+            chromium, tmp_path / name, f"--screenshot={target}", f"--window-size=1400,{height}", url
+        )
+        data = await trio.Path(target).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n")
         assert len(data) > 20_000  # a rendered page, not a blank one
     nursery.cancel_scope.cancel()

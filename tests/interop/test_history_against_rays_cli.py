@@ -62,7 +62,9 @@ class Answers:
 
 def run(argv: list[str], env: Mapping[str, str]) -> str:
     """stdout of a Ray client command (stderr, where Ray logs and warns, kept apart)."""
-    done = subprocess.run(argv, capture_output=True, text=True, env=dict(env), timeout=180, check=False)  # fmt: skip
+    done = subprocess.run(
+        argv, capture_output=True, text=True, env=dict(env), timeout=180, check=False
+    )
     assert done.returncode == 0, f"{argv} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -92,14 +94,27 @@ def start_cluster_with_dashboard(
 ) -> RayCluster:
     gcs, client, agent_http, metrics, runtime_env = free_ports(5)
     argv = [
-        ray_executable(), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-        f"--port={gcs}", "--num-cpus=1", "--num-gpus=0", "--object-store-memory=100000000",
+        ray_executable(),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs}",
+        "--num-cpus=1",
+        "--num-gpus=0",
+        "--object-store-memory=100000000",
         f"--dashboard-agent-grpc-port={agent_grpc_port}",
-        f"--dashboard-agent-listen-port={agent_http}", f"--metrics-export-port={metrics}",
-        f"--ray-client-server-port={client}", f"--runtime-env-agent-port={runtime_env}",
-        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-        "--disable-usage-stats", f"--temp-dir={temp_dir}", "--log-style=record",
-    ]  # fmt: skip
+        f"--dashboard-agent-listen-port={agent_http}",
+        f"--metrics-export-port={metrics}",
+        f"--ray-client-server-port={client}",
+        f"--runtime-env-agent-port={runtime_env}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+        "--log-style=record",
+    ]
     process = Process.start("ray", argv, log_dir=log_dir, env=env, new_session=True)
     cluster = RayCluster(process, temp_dir, f"127.0.0.1:{gcs}", agent_grpc_port)
     try:
@@ -131,7 +146,9 @@ def side_by_side(
             RAY_DASHBOARD_AGGREGATOR_AGENT_EXPOSABLE_EVENT_TYPES="ALL",
         )
         grpc_port, dashboard_port, history_port = free_ports(3)
-        cluster = start_cluster_with_dashboard(log_dir, ray_temp_dir / "h", env, grpc_port, dashboard_port)  # fmt: skip
+        cluster = start_cluster_with_dashboard(
+            log_dir, ray_temp_dir / "h", env, grpc_port, dashboard_port
+        )
         stack.callback(cluster.stop)
         db = collector.db
 
@@ -141,7 +158,9 @@ def side_by_side(
         _checks.wait_for_store("the GCS's first events", db, _checks.node_registered, {}, details)
         with Workload.start(cluster.gcs_address, log_dir=log_dir, env=env) as driver:
             workload = driver.summary()
-            _checks.wait_for_store("the workers' task events", db, _checks.unexported_by_workers, workload, details)  # fmt: skip
+            _checks.wait_for_store(
+                "the workers' task events", db, _checks.unexported_by_workers, workload, details
+            )
             live = ask(f"http://127.0.0.1:{dashboard_port}", env)  # the job is still open
             driver.release()
         _checks.wait_for_store("the workload's events", db, _checks.missing, workload, details)
@@ -164,13 +183,21 @@ def _show(title: str, live: object, history: object) -> None:
 
 
 def test_list_tasks_agrees_with_the_live_dashboard(side_by_side: SideBySide) -> None:
-    live, history, workload = _by_attempt(side_by_side.live.tasks), _by_attempt(side_by_side.history.tasks), side_by_side.workload  # fmt: skip
+    live, history, workload = (
+        _by_attempt(side_by_side.live.tasks),
+        _by_attempt(side_by_side.history.tasks),
+        side_by_side.workload,
+    )
     executed = _checks.executed_task_ids(workload)
     for task_id in executed:
         key = (task_id, 0)
-        assert key in live and key in history, (key, sorted(live), sorted(history))
-        _show(f"task {task_id}", {f: live[key][f] for f in ("name", "state", "node_id")},
-              {f: history[key][f] for f in ("name", "state", "node_id")})  # fmt: skip
+        assert key in live, (key, sorted(live))
+        assert key in history, (key, sorted(history))
+        _show(
+            f"task {task_id}",
+            {f: live[key][f] for f in ("name", "state", "node_id")},
+            {f: history[key][f] for f in ("name", "state", "node_id")},
+        )
         for name in COMPARED_TASK_FIELDS:
             assert history[key][name] == live[key][name], (name, live[key], history[key])
         # Finished and failed tasks were terminal while the dashboard was asked: same state.

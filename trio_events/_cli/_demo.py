@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, final
 import httpx
 import trio
 
-from trio_events.store._query import counts, failed_tasks, format_timeline, timeline
 from trio_events.store._history_server import DEFAULT_PORT
+from trio_events.store._query import counts, failed_tasks, format_timeline, timeline
 
 if TYPE_CHECKING:
     import argparse

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sqlite3
 import sys
@@ -21,6 +20,7 @@ from trio_events.store._history_index import HistoryIndex
 from trio_events.store._history_server import DEFAULT_PORT, HistoryConfig, HistoryServer
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import AsyncIterator
 
 
@@ -63,7 +63,7 @@ def _write_trace(args: argparse.Namespace) -> int:
         index.refresh()
         session = args.session or index.latest_session()
         if args.session and not any(s.name == args.session for s in index.sessions):
-            print(f"The store {args.db!r} has no session named {args.session!r}.", file=sys.stderr)  # fmt: skip
+            print(f"The store {args.db!r} has no session named {args.session!r}.", file=sys.stderr)
             return 1
         trace = chrome_trace(index, job_attempts(index, session, args.job))
     finally:
@@ -71,7 +71,9 @@ def _write_trace(args: argparse.Namespace) -> int:
     with open(args.chrome_trace, "wb") as out:
         out.write(orjson.dumps(trace))
     spans = sum(1 for e in trace if e.get("ph") == "X")
-    print(f"Wrote {spans} spans to {args.chrome_trace}; open it in https://ui.perfetto.dev or chrome://tracing.")  # fmt: skip
+    print(
+        f"Wrote {spans} spans to {args.chrome_trace}; open it in https://ui.perfetto.dev or chrome://tracing."
+    )
     return 0
 
 
@@ -94,7 +96,9 @@ async def run_history(
                 bound = await nursery.start(server.run)
                 events = server.index.history.events
                 print(f"History of {events:,} events at http://{shown}:{bound}/", flush=True)
-                print(f"Ray's CLI works against it: ray list tasks --address http://{shown}:{bound}")  # fmt: skip
+                print(
+                    f"Ray's CLI works against it: ray list tasks --address http://{shown}:{bound}"
+                )
                 print("Press Ctrl+C to stop.", flush=True)
                 task_status.started(bound)
     except* (FileNotFoundError, ValueError, sqlite3.Error) as group:

@@ -1,4 +1,4 @@
-"""Chrome trace (``chrome://tracing``, Perfetto) of task attempts, in the format ``ray timeline`` writes.
+"""A Chrome trace (``chrome://tracing``, Perfetto) of task attempts, as ``ray timeline`` writes it.
 
 Ray's ``chrome_tracing_dump`` (``ray/_private/profiling.py``) turns each task's profile events
 into complete events (``"ph": "X"``) with ``pid`` = an index per node IP and ``tid`` = an index
@@ -11,13 +11,16 @@ profiling is on) still gets one ``task`` span from its lifecycle: ``RUNNING`` to
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from trio_events.store._history_index import HistoryIndex, func_or_class_name, task_name
 from trio_events.store._history_rows import profiling_data
-from trio_events.store._history_state import TaskAttempt
 from trio_events.store._ray_json import field, id_hex, text
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from trio_events.store._history_state import TaskAttempt
 
 # Ray's _default_color_mapping; anything else is "generic_work".
 _COLORS: Final = {
@@ -49,7 +52,13 @@ class _Lanes:
 
     def metadata(self) -> list[dict[str, object]]:
         events: list[dict[str, object]] = [
-            {"name": "process_name", "args": {"name": f"Node {node}"}, "pid": pid, "tid": None, "ph": "M"}  # fmt: skip
+            {
+                "name": "process_name",
+                "args": {"name": f"Node {node}"},
+                "pid": pid,
+                "tid": None,
+                "ph": "M",
+            }
             for node, pid in self.nodes.items()
         ]
         events += [
@@ -126,7 +135,7 @@ def chrome_trace(index: HistoryIndex, attempts: Iterable[TaskAttempt]) -> list[d
     return events + lanes.metadata()
 
 
-def job_attempts(index: HistoryIndex, session: str | None, job_id: str | None) -> list[TaskAttempt]:  # fmt: skip
+def job_attempts(index: HistoryIndex, session: str | None, job_id: str | None) -> list[TaskAttempt]:
     """Every attempt of a job (of every job when ``job_id`` is None) in the session."""
     equals = [("job_id", job_id)] if job_id else []
     return list(index.candidate_tasks(session, equals))

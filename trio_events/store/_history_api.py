@@ -15,8 +15,7 @@ reason in ``msg``, which Ray's client raises as ``RayStateApiException``.
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Callable, Sequence
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import attrs
 import orjson
@@ -33,8 +32,12 @@ from trio_events.store._history_rows import (
     task_row,
     worker_row,
 )
-from trio_events.store._history_state import Entity, TaskAttempt
 from trio_events.store._ray_json import field, id_hex, text
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from trio_events.store._history_state import Entity, TaskAttempt
 
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 10_000  # Ray's RAY_MAX_LIMIT_FROM_API_SERVER default
@@ -137,20 +140,39 @@ _TASK_GETTERS: Final[dict[str, Callable[[TaskAttempt], object]]] = {
     "worker_pid": lambda a: a.worker_pid or None,
     "error_type": lambda a: a.error_type or None,
     "language": lambda a: text(a.definition or {}, "language") or None,
-    "placement_group_id": lambda a: id_hex(field(a.definition or {}, "placement_group_id")) or None,  # fmt: skip
+    "placement_group_id": lambda a: id_hex(field(a.definition or {}, "placement_group_id")) or None,
     "is_debugger_paused": lambda a: a.lifecycle_extra.get("is_debugger_paused"),
 }
 FILTERABLE: Final[dict[str, frozenset[str]]] = {
     "tasks": frozenset(_TASK_GETTERS),
     "actors": frozenset(
-        ("actor_id", "class_name", "state", "job_id", "name", "node_id", "pid", "ray_namespace",
-         "placement_group_id", "repr_name")
-    ),  # fmt: skip
+        (
+            "actor_id",
+            "class_name",
+            "state",
+            "job_id",
+            "name",
+            "node_id",
+            "pid",
+            "ray_namespace",
+            "placement_group_id",
+            "repr_name",
+        )
+    ),
     "nodes": frozenset(("node_id", "node_ip", "is_head_node", "state", "node_name")),
     "workers": frozenset(
-        ("worker_id", "is_alive", "worker_type", "exit_type", "node_id", "ip", "pid",
-         "debugger_port", "num_paused_threads")
-    ),  # fmt: skip
+        (
+            "worker_id",
+            "is_alive",
+            "worker_type",
+            "exit_type",
+            "node_id",
+            "ip",
+            "pid",
+            "debugger_port",
+            "num_paused_threads",
+        )
+    ),
     "placement_groups": frozenset(
         ("placement_group_id", "name", "creator_job_id", "state", "is_detached")
     ),
@@ -211,7 +233,7 @@ def select_tasks(
     return selected, total, matched
 
 
-def list_tasks(index: HistoryIndex, session: str | None, options: ListOptions) -> dict[str, object]:  # fmt: skip
+def list_tasks(index: HistoryIndex, session: str | None, options: ListOptions) -> dict[str, object]:
     selected, total, matched = select_tasks(index, session, options)
     columns = TASK_COLUMNS + TASK_DETAIL_COLUMNS if options.detail else TASK_COLUMNS
     rows = []

@@ -14,16 +14,18 @@ time (a ``CapacityLimiter(1)``), never on the event loop.
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
-from collections.abc import Iterable
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import attrs
 import orjson
 
 from trio_events.store._history_state import ClusterHistory, Entity, TaskAttempt
 from trio_events.store._sqlite import connect_read_only
+
+if TYPE_CHECKING:
+    import sqlite3
+    from collections.abc import Iterable
 
 _BATCH: Final = 20_000
 # Columns of a task attempt that have an index per session: Ray's common list filters.

@@ -12,19 +12,28 @@ from __future__ import annotations
 import datetime
 import html
 import urllib.parse
-from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from trio_events.store._history_index import HistoryIndex, task_name
 from trio_events.store._history_rows import job_rows
-from trio_events.store._history_state import Entity, TaskAttempt
 from trio_events.store._ray_json import child, field, id_hex, text
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from trio_events.store._history_state import Entity, TaskAttempt
 
 TABLE_ROWS: Final = 200
 GANTT_ATTEMPTS: Final = 400
 FAILURES: Final = 50
 FAILURES_UNFILTERED: Final = 5
-_STATE_CLASS: Final = {"FINISHED": "ok", "FAILED": "bad", "RUNNING": "run", "DEAD": "bad", "ALIVE": "ok"}  # fmt: skip
+_STATE_CLASS: Final = {
+    "FINISHED": "ok",
+    "FAILED": "bad",
+    "RUNNING": "run",
+    "DEAD": "bad",
+    "ALIVE": "ok",
+}
 
 
 def _e(value: object) -> str:
@@ -66,9 +75,9 @@ def _state(state: str, reconciled: str = "") -> str:
 
 
 def _page(title: str, body: str, crumbs: Sequence[tuple[str, str]] = ()) -> str:
-    nav = " › ".join(f'<a href="{_e(href)}">{_e(label)}</a>' for href, label in crumbs)
+    nav = " &rsaquo; ".join(f'<a href="{_e(href)}">{_e(label)}</a>' for href, label in crumbs)
     return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(title)}</title>"
         '<link rel="stylesheet" href="/static/history.css"></head><body>'
         f'<header><a class="home" href="/">trio-events history</a> {nav}</header>'
@@ -107,8 +116,10 @@ def _failure(attempt: TaskAttempt, with_job: bool, *, open_: bool = False) -> st
         f"{where}<code>{_e(attempt.task_id)}</code> · {_e(_when(attempt.end_ns))} · "
         f"node <code>{_e(_short(attempt.node_id))}</code>"
         f"{reconciled if attempt.reconciled else ''}</div>"
-        f'<div class="error-type">{_e(attempt.error_type)}: {_e(_last_line(attempt.error_message))}</div>'  # fmt: skip
-        f'<details{" open" if open_ else ""}><summary>error message</summary><pre class="error">{_e(attempt.error_message)}</pre></details>'  # fmt: skip
+        f'<div class="error-type">{_e(attempt.error_type)}: '
+        f"{_e(_last_line(attempt.error_message))}</div>"
+        f"<details{' open' if open_ else ''}><summary>error message</summary>"
+        f'<pre class="error">{_e(attempt.error_message)}</pre></details>'
         "</div>"
     )
 
@@ -131,14 +142,31 @@ def render_home(index: HistoryIndex) -> str:
         rows.append(
             (
                 f'<a href="{_e(_session_href(s.name))}">{_e(s.name or "(no session name)")}</a>',
-                _e(_when(s.first_ns)), _e(_when(s.last_ns)), f"{s.events:,}", str(s.nodes),
-                jobs, f"{s.tasks:,}", f'<span class="{"bad" if s.failed_tasks else ""}">{s.failed_tasks:,}</span>',  # fmt: skip
+                _e(_when(s.first_ns)),
+                _e(_when(s.last_ns)),
+                f"{s.events:,}",
+                str(s.nodes),
+                jobs,
+                f"{s.tasks:,}",
+                f'<span class="{"bad" if s.failed_tasks else ""}">{s.failed_tasks:,}</span>',
             )
         )
-    headers = ["session", "first event", "last event", "events", "nodes", "jobs", "task attempts", "failed"]  # fmt: skip
+    headers = [
+        "session",
+        "first event",
+        "last event",
+        "events",
+        "nodes",
+        "jobs",
+        "task attempts",
+        "failed",
+    ]
     sessions = _table(headers, rows, "sessions") if rows else "<p>The store has no events yet.</p>"
     failures = _failed(index, None, None)[:FAILURES_UNFILTERED]
-    recent = "".join(_failure(a, True, open_=i == 0) for i, a in enumerate(failures)) or "<p>No failed tasks.</p>"
+    recent = (
+        "".join(_failure(a, True, open_=i == 0) for i, a in enumerate(failures))
+        or "<p>No failed tasks.</p>"
+    )
     body = (
         f'<p class="meta">{index.history.events:,} events from <code>{_e(index.path)}</code>; '
         f"state rebuilt from partial events (see docs/history.md).</p>"
@@ -159,34 +187,63 @@ def render_session(index: HistoryIndex, session: str) -> str:
     jobs = []
     for row in job_rows(index, session):
         job_id = str(row["job_id"] or row["submission_id"] or "")
-        link = f'<a href="{_e(_job_href(session, job_id))}">{_e(job_id)}</a>' if row["job_id"] else _e(job_id)  # fmt: skip
+        link = (
+            f'<a href="{_e(_job_href(session, job_id))}">{_e(job_id)}</a>'
+            if row["job_id"]
+            else _e(job_id)
+        )
         jobs.append((link, _e(row["type"]), _state(str(row["status"])), _e(row["entrypoint"])))
     nodes = []
     for node in index.entities("node", session):
         d = node.definition or {}
         label = text(d, "node_name") or text(d, "hostname")
-        nodes.append((f"<code>{_e(_short(node.entity_id))}</code>", _e(text(d, "node_ip_address")), _e(label), _history_cells(node)))  # fmt: skip
+        nodes.append(
+            (
+                f"<code>{_e(_short(node.entity_id))}</code>",
+                _e(text(d, "node_ip_address")),
+                _e(label),
+                _history_cells(node),
+            )
+        )
     actors = []
     for actor in index.entities("actor", session):
         d = actor.definition or {}
         actors.append(
-            (f"<code>{_e(_short(actor.entity_id))}</code>", _e(text(d, "class_name")), _e(text(d, "name")),
-             _e(id_hex(field(d, "job_id"))), _history_cells(actor))
-        )  # fmt: skip
+            (
+                f"<code>{_e(_short(actor.entity_id))}</code>",
+                _e(text(d, "class_name")),
+                _e(text(d, "name")),
+                _e(id_hex(field(d, "job_id"))),
+                _history_cells(actor),
+            )
+        )
     dead_workers = []
     for worker in index.entities("worker", session):
         for t in worker.history():
             if t.state == "DEAD":
                 death = child(t.details, "death_info") or {}
-                dead_workers.append((f"<code>{_e(_short(worker.entity_id))}</code>", _e(_when(t.ts_ns)),
-                                     _e(text(death, "exit_type")), _e(text(death, "exit_detail"))))  # fmt: skip
+                dead_workers.append(
+                    (
+                        f"<code>{_e(_short(worker.entity_id))}</code>",
+                        _e(_when(t.ts_ns)),
+                        _e(text(death, "exit_type")),
+                        _e(text(death, "exit_detail")),
+                    )
+                )
     body = (
-        "<h2>Jobs</h2>" + _table(["job", "type", "status", "entrypoint"], jobs)
-        + "<h2>Nodes</h2>" + _table(["node", "ip", "name", "state history"], nodes)
-        + "<h2>Actors</h2>" + _table(["actor", "class", "name", "job", "state history"], actors)
+        "<h2>Jobs</h2>"
+        + _table(["job", "type", "status", "entrypoint"], jobs)
+        + "<h2>Nodes</h2>"
+        + _table(["node", "ip", "name", "state history"], nodes)
+        + "<h2>Actors</h2>"
+        + _table(["actor", "class", "name", "job", "state history"], actors)
         + "<h2>Workers that died</h2>"
-        + (_table(["worker", "died", "exit type", "detail"], dead_workers) if dead_workers else "<p>None.</p>")  # fmt: skip
-    )  # fmt: skip
+        + (
+            _table(["worker", "died", "exit type", "detail"], dead_workers)
+            if dead_workers
+            else "<p>None.</p>"
+        )
+    )
     return _page(f"Session {session}", body, [(_session_href(session), session)])
 
 
@@ -202,7 +259,10 @@ def _gantt(index: HistoryIndex, attempts: Sequence[TaskAttempt]) -> str:
     lanes: dict[str, dict[str, list[TaskAttempt]]] = {}
     for a in ran:
         lanes.setdefault(a.node_id, {}).setdefault(a.worker_id, []).append(a)
-    out = [f'<p class="meta">{len(ran)} attempts from {_e(_when(t0))} over {_e(_duration(span))}.</p><div class="gantt">']  # fmt: skip
+    out = [
+        f'<p class="meta">{len(ran)} attempts from {_e(_when(t0))} over '
+        f'{_e(_duration(span))}.</p><div class="gantt">'
+    ]
     for node_id, workers in sorted(lanes.items()):
         node = index.entity("node", ran[0].session, node_id)
         ip = text((node.definition or {}) if node else {}, "node_ip_address")
@@ -212,17 +272,26 @@ def _gantt(index: HistoryIndex, attempts: Sequence[TaskAttempt]) -> str:
             for a in items:
                 left = ((a.start_ns or t0) - t0) / span * 100
                 width = max(((a.end_ns or t1) - (a.start_ns or t0)) / span * 100, 0.15)
-                tip = f"{task_name(a)} attempt {a.attempt} {a.state} {_duration(_attempt_duration(a))}"
+                took = _duration(_attempt_duration(a))
+                tip = f"{task_name(a)} attempt {a.attempt} {a.state} {took}"
                 css = _STATE_CLASS.get(a.state, "mid")
-                bars.append(f'<span class="bar {css}" style="left:{left:.3f}%;width:{width:.3f}%" title="{_e(tip)}"></span>')  # fmt: skip
-            out.append(f'<div class="lane"><span class="who">worker {_e(_short(worker_id, 8))}</span><div class="track">{"".join(bars)}</div></div>')  # fmt: skip
+                bars.append(
+                    f'<span class="bar {css}" style="left:{left:.3f}%;width:{width:.3f}%" '
+                    f'title="{_e(tip)}"></span>'
+                )
+            out.append(
+                f'<div class="lane"><span class="who">worker {_e(_short(worker_id, 8))}</span>'
+                f'<div class="track">{"".join(bars)}</div></div>'
+            )
     out.append("</div>")
     return "".join(out)
 
 
 def render_job(index: HistoryIndex, session: str, job_id: str, query: str) -> str:
     params = dict(urllib.parse.parse_qsl(query))
-    want_state, want_name, want_node = (params.get(k, "").strip() for k in ("state", "name", "node"))
+    want_state, want_name, want_node = (
+        params.get(k, "").strip() for k in ("state", "name", "node")
+    )
     every = index.candidate_tasks(session, [("job_id", job_id)])
     counts: dict[str, int] = {}
     nodes: set[str] = set()
@@ -230,11 +299,12 @@ def render_job(index: HistoryIndex, session: str, job_id: str, query: str) -> st
         counts[a.state] = counts.get(a.state, 0) + 1
         nodes.add(a.node_id)
     chosen = [
-        a for a in every
+        a
+        for a in every
         if (not want_state or a.state == want_state)
         and (not want_name or want_name.lower() in task_name(a).lower())
         and (not want_node or a.node_id == want_node)
-    ]  # fmt: skip
+    ]
     chosen.sort(key=lambda a: a.creation_ns or 0, reverse=True)
     options = "".join(
         f'<option value="{_e(s)}"{" selected" if s == want_state else ""}>{_e(s)} ({n:,})</option>'
@@ -242,39 +312,53 @@ def render_job(index: HistoryIndex, session: str, job_id: str, query: str) -> st
     )
     node_options = "".join(
         f'<option value="{_e(n)}"{" selected" if n == want_node else ""}>{_e(_short(n))}</option>'
-        for n in sorted(nodes) if n
-    )  # fmt: skip
+        for n in sorted(nodes)
+        if n
+    )
     form = (
         f'<form class="filters" method="get" action="{_e(_job_href(session, job_id))}">'
-        f'<label>state <select name="state"><option value="">any ({len(every):,})</option>{options}</select></label> '
+        f'<label>state <select name="state"><option value="">any ({len(every):,})</option>'
+        f"{options}</select></label> "
         f'<label>name <input name="name" value="{_e(want_name)}" placeholder="contains"></label> '
-        f'<label>node <select name="node"><option value="">any</option>{node_options}</select></label> '
+        '<label>node <select name="node"><option value="">any</option>'
+        f"{node_options}</select></label> "
         '<button type="submit">filter</button></form>'
-    )  # fmt: skip
+    )
     rows = [
         (
-            _state(a.state, a.reconciled), _e(task_name(a)), str(a.attempt),
-            f"<code>{_e(_short(a.task_id, 16))}</code>", _e(_when(a.creation_ns)),
-            _e(_duration(_attempt_duration(a))), f"<code>{_e(_short(a.node_id))}</code>",
+            _state(a.state, a.reconciled),
+            _e(task_name(a)),
+            str(a.attempt),
+            f"<code>{_e(_short(a.task_id, 16))}</code>",
+            _e(_when(a.creation_ns)),
+            _e(_duration(_attempt_duration(a))),
+            f"<code>{_e(_short(a.node_id))}</code>",
             f'<span class="err">{_e(a.error_type)} {_e(_last_line(a.error_message))}</span>',
         )
         for a in chosen[:TABLE_ROWS]
-    ]  # fmt: skip
+    ]
     shown = f"{min(len(chosen), TABLE_ROWS):,} of {len(chosen):,} matching attempts (newest first)"
     failed = [a for a in chosen if a.state == "FAILED"]
     failed.sort(key=lambda a: a.end_ns or 0, reverse=True)
     shown_failures = FAILURES if want_state == "FAILED" else FAILURES_UNFILTERED
-    failures = "".join(_failure(a, False, open_=i == 0) for i, a in enumerate(failed[:shown_failures]))
+    failures = "".join(
+        _failure(a, False, open_=i == 0) for i, a in enumerate(failed[:shown_failures])
+    )
     if len(failed) > shown_failures:
         more = _job_href(session, job_id, state="FAILED", name=want_name, node=want_node)
         failures += f'<p class="meta"><a href="{_e(more)}">all {len(failed):,} failures</a></p>'
     body = (
-        f'<p class="meta"><a href="{_e(_session_href(session))}api/v0/tasks/timeline?job_id={_e(job_id)}">'
+        f'<p class="meta"><a href="{_e(_session_href(session))}api/v0/tasks/timeline'
+        f'?job_id={_e(job_id)}">'
         "Chrome trace (open in Perfetto or chrome://tracing)</a></p>"
         f"{form}<h2>Timeline</h2>{_gantt(index, chosen)}"
         f"<h2>Failures ({len(failed):,})</h2>{failures or '<p>No failures.</p>'}"
         f'<h2>Tasks</h2><p class="meta">{shown}; * = settled by reconciliation.</p>'
-        + _table(["state", "name", "attempt", "task id", "created", "duration", "node", "error"], rows, "tasks")
-    )  # fmt: skip
+        + _table(
+            ["state", "name", "attempt", "task id", "created", "duration", "node", "error"],
+            rows,
+            "tasks",
+        )
+    )
     crumbs = [(_session_href(session), session), (_job_href(session, job_id), f"job {job_id}")]
     return _page(f"Job {job_id}", body, crumbs)

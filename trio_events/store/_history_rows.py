@@ -18,14 +18,37 @@ from trio_events.store._ray_json import JsonObject, child, children, field, id_h
 Row = dict[str, object]
 
 TASK_COLUMNS: Final = (
-    "task_id", "attempt_number", "name", "state", "job_id", "actor_id", "type",
-    "func_or_class_name", "parent_task_id", "node_id", "worker_id", "worker_pid", "error_type",
-)  # fmt: skip
+    "task_id",
+    "attempt_number",
+    "name",
+    "state",
+    "job_id",
+    "actor_id",
+    "type",
+    "func_or_class_name",
+    "parent_task_id",
+    "node_id",
+    "worker_id",
+    "worker_pid",
+    "error_type",
+)
 TASK_DETAIL_COLUMNS: Final = (
-    "language", "required_resources", "runtime_env_info", "placement_group_id", "events",
-    "profiling_data", "creation_time_ms", "start_time_ms", "end_time_ms", "task_log_info",
-    "error_message", "is_debugger_paused", "call_site", "label_selector", "fallback_strategy",
-)  # fmt: skip
+    "language",
+    "required_resources",
+    "runtime_env_info",
+    "placement_group_id",
+    "events",
+    "profiling_data",
+    "creation_time_ms",
+    "start_time_ms",
+    "end_time_ms",
+    "task_log_info",
+    "error_message",
+    "is_debugger_paused",
+    "call_site",
+    "label_selector",
+    "fallback_strategy",
+)
 
 
 def _ms(ns: int | None) -> int | None:
@@ -193,14 +216,18 @@ def node_row(index: HistoryIndex, node: Entity, detail: bool) -> Row:
     definition = node.definition or {}
     history = node.history()
     last = history[-1].details if history else {}
-    resources = next((_map(t.details, "resources") for t in history if field(t.details, "resources")), {})  # fmt: skip
+    resources = next(
+        (_map(t.details, "resources") for t in history if field(t.details, "resources")), {}
+    )
     death = child(last, "death_info") if node.state == "DEAD" else None
     row: Row = {
         "node_id": node.entity_id,
         "node_ip": text(definition, "node_ip_address"),
         "is_head_node": False,  # not in the events (see docs/history.md)
         "state": node.state or "ALIVE",
-        "state_message": (text(death, "reason_message") or text(death, "reason")) if death else None,
+        "state_message": (text(death, "reason_message") or text(death, "reason"))
+        if death
+        else None,
         "node_name": text(definition, "node_name") or text(definition, "node_ip_address"),
         "resources_total": resources,
         "labels": _map(definition, "labels"),
@@ -208,7 +235,9 @@ def node_row(index: HistoryIndex, node: Entity, detail: bool) -> Row:
     if detail:
         from trio_events.store._ray_json import timestamp_ns
 
-        row["start_time_ms"] = _ms(timestamp_ns(field(definition, "start_timestamp")) or node.first_ns("ALIVE"))  # fmt: skip
+        row["start_time_ms"] = _ms(
+            timestamp_ns(field(definition, "start_timestamp")) or node.first_ns("ALIVE")
+        )
         row["end_time_ms"] = _ms(node.first_ns("DEAD"))
     return row
 
@@ -220,7 +249,15 @@ def worker_row(index: HistoryIndex, worker: Entity, detail: bool) -> Row:
     history = worker.history()
     dead = next((t.details for t in history if t.state == "DEAD"), None)
     death = child(dead, "death_info") if dead is not None else None
-    times = {name: 0 for name in ("worker_launch_time_ms", "worker_launched_time_ms", "start_time_ms", "end_time_ms")}  # fmt: skip
+    times = {
+        name: 0
+        for name in (
+            "worker_launch_time_ms",
+            "worker_launched_time_ms",
+            "start_time_ms",
+            "end_time_ms",
+        )
+    }
     for transition in history:
         for name in times:
             times[name] = times[name] or (integer(transition.details, name) or 0)
@@ -288,7 +325,7 @@ _SUBMISSION_STATES: Final = ("PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAIL
 
 
 def job_rows(index: HistoryIndex, session: str | None) -> list[Row]:
-    """Driver jobs (``type: DRIVER``) and submission jobs (``type: SUBMISSION``), as Ray lists them."""  # fmt: skip
+    """Driver jobs (``type: DRIVER``) and submission jobs (``SUBMISSION``), as Ray lists them."""
     rows: list[Row] = []
     for job in index.entities("job", session):
         definition = job.definition or {}
@@ -301,7 +338,9 @@ def job_rows(index: HistoryIndex, session: str | None) -> list[Row]:
                 "submission_id": None,
                 "driver_info": {
                     "id": job.entity_id,
-                    "node_ip_address": text(node.definition or {}, "node_ip_address") if node else "",  # fmt: skip
+                    "node_ip_address": text(node.definition or {}, "node_ip_address")
+                    if node
+                    else "",
                     "pid": str(integer(definition, "driver_pid") or ""),
                 },
                 "status": "SUCCEEDED" if finished is not None else "RUNNING",

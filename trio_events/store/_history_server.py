@@ -55,13 +55,13 @@ class HistoryConfig:
 
     def __attrs_post_init__(self) -> None:
         if self.refresh_interval < 0:
-            raise ValueError(
-                f"refresh_interval must be >= 0 seconds, not {self.refresh_interval}."
-            )
+            raise ValueError(f"refresh_interval must be >= 0 seconds, not {self.refresh_interval}.")
 
 
 def _stylesheet() -> bytes:
-    return importlib.resources.files("trio_events.store").joinpath("static/history.css").read_bytes()
+    return (
+        importlib.resources.files("trio_events.store").joinpath("static/history.css").read_bytes()
+    )
 
 
 @final
@@ -81,7 +81,9 @@ class HistoryServer:
             raise RuntimeError("The history server has not loaded its store yet; call run().")
         return self._index
 
-    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> NoReturn:  # fmt: skip
+    async def run(
+        self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
         """Load the store, then serve until cancelled; ``started()`` gets the bound port."""
         path = self._config.store_path
         index = await trio.to_thread.run_sync(HistoryIndex, path, limiter=self._limiter)
@@ -91,8 +93,10 @@ class HistoryServer:
             self._last_refresh = trio.current_time()
             logger.info(
                 "history: folded %d events from %s in %.1f s",
-                index.history.events, os.fspath(path), index.load_seconds,
-            )  # fmt: skip
+                index.history.events,
+                os.fspath(path),
+                index.load_seconds,
+            )
             await serve_http(
                 self.handle, self._config.host, self._config.port, task_status=task_status
             )
@@ -108,7 +112,7 @@ class HistoryServer:
 
     async def handle(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
-            return Response.text(405, f"{request.method} is not allowed; the history is read-only.")  # fmt: skip
+            return Response.text(405, f"{request.method} is not allowed; the history is read-only.")
         path = urllib.parse.unquote(request.path)
         if path == "/healthz":
             return Response.text(200, "ok")
@@ -128,8 +132,13 @@ class HistoryServer:
             if not any(s.name == session for s in index.sessions):
                 return Response.text(404, f"The store has no session named {session!r}.")
         if rest == "/api/version":
-            body = {"version": "trio-events", "ray_version": RAY_VERSION, "ray_commit": "", "session_name": session or index.latest_session()}  # fmt: skip
-            return Response.json(200, orjson.dumps(body))
+            version = {
+                "version": "trio-events",
+                "ray_version": RAY_VERSION,
+                "ray_commit": "",
+                "session_name": session or index.latest_session(),
+            }
+            return Response.json(200, orjson.dumps(version))
         if rest.startswith("/api/v0/"):
             scope = session if session is not None else index.latest_session()
             if rest.rstrip("/") in ("/api/v0/tasks/timeline", "/api/v0/timeline"):

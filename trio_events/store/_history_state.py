@@ -23,8 +23,7 @@ whose node died or whose job finished is shown ``DEAD``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 from trio_events.store._ray_json import (
     JsonObject,
@@ -37,19 +36,31 @@ from trio_events.store._ray_json import (
     timestamp_ns,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 Key = tuple[str, str]  # (session name, entity id)
 
 TASK_STATES: Final = (
-    "NIL", "PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "PENDING_OBJ_STORE_MEM_AVAIL",
-    "PENDING_ARGS_FETCH", "SUBMITTED_TO_WORKER", "PENDING_ACTOR_TASK_ARGS_FETCH",
-    "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY", "RUNNING", "RUNNING_IN_RAY_GET",
-    "RUNNING_IN_RAY_WAIT", "FINISHED", "FAILED", "GETTING_AND_PINNING_ARGS",
-)  # fmt: skip
+    "NIL",
+    "PENDING_ARGS_AVAIL",
+    "PENDING_NODE_ASSIGNMENT",
+    "PENDING_OBJ_STORE_MEM_AVAIL",
+    "PENDING_ARGS_FETCH",
+    "SUBMITTED_TO_WORKER",
+    "PENDING_ACTOR_TASK_ARGS_FETCH",
+    "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY",
+    "RUNNING",
+    "RUNNING_IN_RAY_GET",
+    "RUNNING_IN_RAY_WAIT",
+    "FINISHED",
+    "FAILED",
+    "GETTING_AND_PINNING_ARGS",
+)
 TASK_STATE_RANK: Final = {name: rank for rank, name in enumerate(TASK_STATES)}
 TERMINAL_TASK_STATES: Final = frozenset({"FINISHED", "FAILED"})
 _ACTOR_RANK: Final = {
-    s: r
-    for r, s in enumerate(("DEPENDENCIES_UNREADY", "PENDING_CREATION", "ALIVE", "RESTARTING"))
+    s: r for r, s in enumerate(("DEPENDENCIES_UNREADY", "PENDING_CREATION", "ALIVE", "RESTARTING"))
 } | {"DEAD": 9}
 
 
@@ -89,7 +100,9 @@ def _merge_transitions(
     return tuple(stamps)
 
 
-def ordered(transitions: Mapping[tuple[str, int], Transition], ranks: Mapping[str, int]) -> list[Transition]:  # fmt: skip
+def ordered(
+    transitions: Mapping[tuple[str, int], Transition], ranks: Mapping[str, int]
+) -> list[Transition]:
     return sorted(transitions.values(), key=lambda t: (t.ts_ns, _rank(ranks, t.state), t.state))
 
 
@@ -98,10 +111,24 @@ class TaskAttempt:
     """One attempt of one task, merged from every event about it."""
 
     __slots__ = (
-        "attempt", "definition", "end_override", "error_message", "error_type", "evidence",
-        "job_id", "node_id", "profile", "reconciled", "session", "states", "task_id",
-        "worker_id", "worker_pid", "lifecycle_extra", "task_type",
-    )  # fmt: skip
+        "attempt",
+        "definition",
+        "end_override",
+        "error_message",
+        "error_type",
+        "evidence",
+        "job_id",
+        "lifecycle_extra",
+        "node_id",
+        "profile",
+        "reconciled",
+        "session",
+        "states",
+        "task_id",
+        "task_type",
+        "worker_id",
+        "worker_pid",
+    )
 
     def __init__(self, session: str, task_id: str, attempt: int) -> None:
         self.session = session
@@ -164,7 +191,9 @@ class TaskAttempt:
     def merge_definition(self, payload: JsonObject, actor_task: bool) -> None:
         if self.definition is None:
             self.definition = payload
-            self.task_type = "ACTOR_TASK" if actor_task else (text(payload, "task_type") or "NORMAL_TASK")  # fmt: skip
+            self.task_type = (
+                "ACTOR_TASK" if actor_task else (text(payload, "task_type") or "NORMAL_TASK")
+            )
         self.job_id = self.job_id or id_hex(field(payload, "job_id"))
 
     def merge_lifecycle(self, payload: JsonObject) -> None:
@@ -246,24 +275,32 @@ _DEFINITIONS: Final = {
     "NODE_DEFINITION_EVENT": ("node_definition_event", "node", "node_id"),
     "WORKER_DEFINITION_EVENT": ("worker_definition_event", "worker", "worker_id"),
     "PLACEMENT_GROUP_DEFINITION_EVENT": (
-        "placement_group_definition_event", "placement_group", "placement_group_id"
+        "placement_group_definition_event",
+        "placement_group",
+        "placement_group_id",
     ),
     "SUBMISSION_JOB_DEFINITION_EVENT": (
-        "submission_job_definition_event", "submission_job", "submission_id"
+        "submission_job_definition_event",
+        "submission_job",
+        "submission_id",
     ),
-}  # fmt: skip
+}
 _LIFECYCLES: Final = {
     "ACTOR_LIFECYCLE_EVENT": ("actor_lifecycle_event", "actor", "actor_id"),
     "DRIVER_JOB_LIFECYCLE_EVENT": ("driver_job_lifecycle_event", "job", "job_id"),
     "NODE_LIFECYCLE_EVENT": ("node_lifecycle_event", "node", "node_id"),
     "WORKER_LIFECYCLE_EVENT": ("worker_lifecycle_event", "worker", "worker_id"),
     "PLACEMENT_GROUP_LIFECYCLE_EVENT": (
-        "placement_group_lifecycle_event", "placement_group", "placement_group_id"
+        "placement_group_lifecycle_event",
+        "placement_group",
+        "placement_group_id",
     ),
     "SUBMISSION_JOB_LIFECYCLE_EVENT": (
-        "submission_job_lifecycle_event", "submission_job", "submission_id"
+        "submission_job_lifecycle_event",
+        "submission_job",
+        "submission_id",
     ),
-}  # fmt: skip
+}
 KINDS: Final = ("actor", "job", "node", "worker", "placement_group", "submission_job")
 
 
@@ -309,7 +346,11 @@ class ClusterHistory:
             if stamp is not None:
                 span[0] = min(span[0], stamp) if span[0] else stamp
                 span[1] = max(span[1], stamp)
-        if event_type in ("TASK_LIFECYCLE_EVENT", "TASK_DEFINITION_EVENT", "ACTOR_TASK_DEFINITION_EVENT"):  # fmt: skip
+        if event_type in (
+            "TASK_LIFECYCLE_EVENT",
+            "TASK_DEFINITION_EVENT",
+            "ACTOR_TASK_DEFINITION_EVENT",
+        ):
             name = {
                 "TASK_LIFECYCLE_EVENT": "task_lifecycle_event",
                 "TASK_DEFINITION_EVENT": "task_definition_event",
@@ -374,22 +415,40 @@ class ClusterHistory:
             causes = []
             worker = workers_dead.get((attempt.session, attempt.worker_id))
             if attempt.worker_id and worker is not None:
-                causes.append((worker[0], "WORKER_DIED", (
-                    f"Worker running the task ({attempt.worker_id}) died with exit_type: "
-                    f"{worker[1] or 'UNKNOWN'} with error_message: {worker[2]}"
-                )))  # fmt: skip
+                causes.append(
+                    (
+                        worker[0],
+                        "WORKER_DIED",
+                        (
+                            f"Worker running the task ({attempt.worker_id}) died with exit_type: "
+                            f"{worker[1] or 'UNKNOWN'} with error_message: {worker[2]}"
+                        ),
+                    )
+                )
             node = nodes_dead.get((attempt.session, attempt.node_id))
             if attempt.node_id and node is not None:
-                causes.append((node[0], "NODE_DIED", (
-                    f"Task failed because the node ({attempt.node_id}) where it was running "
-                    f"died: {node[1] or 'UNKNOWN'} {node[2]}".rstrip()
-                )))  # fmt: skip
+                causes.append(
+                    (
+                        node[0],
+                        "NODE_DIED",
+                        (
+                            f"Task failed because the node ({attempt.node_id}) where it was "
+                            f"running died: {node[1] or 'UNKNOWN'} {node[2]}".rstrip()
+                        ),
+                    )
+                )
             job = jobs_done.get((attempt.session, attempt.job_id))
             if job is not None:
-                causes.append((job[0], "WORKER_DIED", (
-                    f"Job finishes ({attempt.job_id}) as driver exits. "
-                    "Marking all non-terminal tasks as failed."
-                )))  # fmt: skip
+                causes.append(
+                    (
+                        job[0],
+                        "WORKER_DIED",
+                        (
+                            f"Job finishes ({attempt.job_id}) as driver exits. "
+                            "Marking all non-terminal tasks as failed."
+                        ),
+                    )
+                )
             if causes:
                 when, error_type, message = min(causes)
                 attempt.reconciled = message
@@ -402,19 +461,19 @@ class ClusterHistory:
                 continue
             node_id = id_hex(field(last.details, "node_id"))
             job_id = id_hex(field(actor.definition or {}, "job_id"))
-            causes = []
+            actor_causes: list[tuple[int, str]] = []
             node = nodes_dead.get((actor.session, node_id))
             if node_id and node is not None:
-                causes.append((node[0], f"The actor's node ({node_id}) died: {node[1]}"))
+                actor_causes.append((node[0], f"The actor's node ({node_id}) died: {node[1]}"))
             job = jobs_done.get((actor.session, job_id))
             if job is not None and field(actor.definition or {}, "is_detached") is not True:
-                causes.append((job[0], f"The actor's job ({job_id}) finished."))
-            if causes:
-                when, reason = min(causes)
+                actor_causes.append((job[0], f"The actor's job ({job_id}) finished."))
+            if actor_causes:
+                when, reason = min(actor_causes)
                 actor.reconciled = ("DEAD", when, reason)
 
     def _ended(self, kind: str, state: str) -> dict[Key, tuple[int, str, str]]:
-        ended = {}
+        ended: dict[Key, tuple[int, str, str]] = {}
         for key, entity in self.entities[kind].items():
             for transition in entity.transitions.values():
                 if transition.state != state:
