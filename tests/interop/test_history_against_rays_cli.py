@@ -230,7 +230,7 @@ def test_actors_nodes_and_summary(side_by_side: SideBySide) -> None:
     live_node = next(n for n in side_by_side.live.nodes if n["node_id"] == workload["node_id"])
     node = next(n for n in side_by_side.history.nodes if n["node_id"] == workload["node_id"])
     _show("node", live_node, node)
-    for name in ("node_ip", "resources_total"):
+    for name in ("node_ip", "resources_total", "is_head_node", "node_name", "state", "labels"):
         assert node[name] == live_node[name], name
     print("\n--- ray summary tasks, live dashboard:\n" + side_by_side.live.summary)
     print("--- ray summary tasks, trio-events history:\n" + side_by_side.history.summary)

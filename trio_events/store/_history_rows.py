@@ -223,7 +223,8 @@ def node_row(index: HistoryIndex, node: Entity, detail: bool) -> Row:
     row: Row = {
         "node_id": node.entity_id,
         "node_ip": text(definition, "node_ip_address"),
-        "is_head_node": False,  # not in the events (see docs/history.md)
+        # Ray gives the head node the resource node:__internal_head__ (a convention, not a field).
+        "is_head_node": "node:__internal_head__" in resources,
         "state": node.state or "ALIVE",
         "state_message": (text(death, "reason_message") or text(death, "reason"))
         if death
