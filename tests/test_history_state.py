@@ -217,3 +217,20 @@ def test_snake_case_events_fold_the_same() -> None:
     assert summary(fold([s.to_snake(e) for e in one_task_events()])) == summary(
         fold(one_task_events())
     )
+
+
+def test_an_actor_task_is_named_after_its_actors_repr_as_in_ray() -> None:
+    from trio_events.store._history_index import task_name
+
+    definition = s.base_event(80, "ACTOR_TASK_DEFINITION_EVENT", T.format(0, 0))
+    definition["actorTaskDefinitionEvent"] = {
+        "taskId": s.b64(s.TASK_ID), "taskAttempt": 0, "actorId": s.b64(s.ACTOR_ID),
+        "actorTaskName": "Trainer.step",
+        "actorFunc": {"pythonFunctionDescriptor": {"className": "Trainer", "functionName": "step"}},
+    }  # fmt: skip
+    running = lifecycle(81, 0, [("RUNNING", T.format(1, 0))], node=s.NODE_ID)
+    history = fold([definition])
+    assert task_name(history.tasks[(s.SESSION, s.TASK_ID.hex(), 0)]) == "Trainer.step"
+    running["taskLifecycleEvent"]["actorReprName"] = "Trainer(rank=0)"
+    history = fold([definition, running])
+    assert task_name(history.tasks[(s.SESSION, s.TASK_ID.hex(), 0)]) == "Trainer(rank=0).step"

@@ -214,22 +214,22 @@ def select_tasks(
 ) -> tuple[list[TaskAttempt], int, int]:
     """(first ``limit`` matching attempts in task-id order, total, number matching)."""
     _check_columns("tasks", options.filters)
-    equals = [(c, v) for c, p, v in options.filters if p == "="]
-    candidates = index.candidate_tasks(session, equals)
+    drivers = not options.exclude_driver
+    candidates, settled = index.narrow(session, options.filters, drivers=drivers)
     total = index.task_count(session, options.exclude_driver)
-    checks = [(_TASK_GETTERS[c], p, v) for c, p, v in options.filters]
-    exclude_driver = options.exclude_driver
+    checks = [
+        (_TASK_GETTERS[c], p, v) for i, (c, p, v) in enumerate(options.filters) if i != settled
+    ]
+    limit = options.limit
+    if not checks:  # the index answered: no attempt to look at beyond the first `limit`
+        return list(candidates[:limit]), total, len(candidates)
     selected: list[TaskAttempt] = []
     matched = 0
-    limit = options.limit
     for attempt in candidates:
-        if exclude_driver and attempt.task_type == "DRIVER_TASK":
-            continue
-        if checks and not all(_matches(get(attempt), p, v) for get, p, v in checks):
-            continue
-        matched += 1
-        if len(selected) < limit:
-            selected.append(attempt)
+        if all(_matches(get(attempt), p, v) for get, p, v in checks):
+            matched += 1
+            if len(selected) < limit:
+                selected.append(attempt)
     return selected, total, matched
 
 
@@ -356,8 +356,12 @@ def answer(index: HistoryIndex, session: str | None, path: str, query: str) -> t
             return 200, _envelope(list_tasks(index, session, options))
         if resource in RESOURCES:
             return 200, _envelope(list_entities(index, resource, session, options))
-        if resource == "tasks/summarize":
-            return 200, _envelope(summarize_tasks(index, session, options))
+        if resource == "tasks/summarize":  # a scan of every attempt: kept until the next fold
+            key = ("summarize_tasks", session, options)
+            body = index.memo.get(key)
+            if not isinstance(body, bytes):
+                body = index.remember(key, _envelope(summarize_tasks(index, session, options)))
+            return 200, body
         if resource == "actors/summarize":
             return 200, _envelope(summarize_actors(index, session, options))
     except BadRequestError as exc:

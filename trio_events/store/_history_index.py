@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, TypeVar, final
 
 import attrs
 import orjson
@@ -25,9 +25,12 @@ from trio_events.store._sqlite import connect_read_only
 
 if TYPE_CHECKING:
     import sqlite3
-    from collections.abc import Iterable
+    from collections.abc import Hashable, Iterable, Sequence
 
 _BATCH: Final = 20_000
+_IndexKey = tuple[bool, str | None, str, str]
+_MEMO: Final = 256
+_V = TypeVar("_V")
 # Columns of a task attempt that have an index per session: Ray's common list filters.
 INDEXED_TASK_COLUMNS: Final = ("state", "job_id", "node_id", "worker_id", "name", "type")
 
@@ -48,13 +51,31 @@ class Session:
 
 
 def task_name(attempt: TaskAttempt) -> str:
-    """The name Ray shows: the definition's name, else the function's call string."""
+    """The name Ray shows (computed once per rebuild of the index; see :func:`_task_name`)."""
+    name = attempt.display_name
+    return _task_name(attempt) if name is None else name
+
+
+def _task_name(attempt: TaskAttempt) -> str:
+    """The name Ray shows: the definition's name, else the function's call string.
+
+    As in Ray, an actor task not given a name of its own is named after its actor's
+    ``__repr__`` when the actor has one (``Trainer(rank=0).step``).
+    """
     definition = attempt.definition or {}
+    name = ""
     for key in ("taskName", "task_name", "actorTaskName", "actor_task_name"):
         value = definition.get(key)
         if isinstance(value, str) and value:
-            return value
-    return func_or_class_name(attempt)
+            name = value
+            break
+    function = func_or_class_name(attempt)
+    name = name or function
+    repr_name = attempt.lifecycle_extra.get("actor_repr_name")
+    if attempt.task_type == "ACTOR_TASK" and isinstance(repr_name, str) and repr_name:
+        if name == function:
+            return f"{repr_name}.{name.rsplit('.', 1)[-1]}"
+    return name
 
 
 def func_or_class_name(attempt: TaskAttempt) -> str:
@@ -76,6 +97,14 @@ def func_or_class_name(attempt: TaskAttempt) -> str:
 
 
 @final
+@attrs.frozen
+class JobView:
+    newest_first: list[TaskAttempt]
+    state_counts: dict[str, int]
+    nodes: tuple[str, ...]
+
+
+@final
 class HistoryIndex:
     """Everything the history server answers from, built from one store."""
 
@@ -88,8 +117,13 @@ class HistoryIndex:
         self.loaded_at = 0.0
         self.load_seconds = 0.0
         self.tasks_by_id: list[TaskAttempt] = []
-        self._task_index: dict[tuple[str | None, str, str], list[TaskAttempt]] = {}
+        # (drivers included?, session or None for all, column, lower-cased value) -> attempts
+        # in task-id order; column "" holds every attempt of the scope.
+        self._task_index: dict[_IndexKey, list[TaskAttempt]] = {}
+        self._values: dict[tuple[bool, str | None, str], set[str]] = {}
         self.sessions: list[Session] = []
+        # Answers computed from the current fold (summaries, per-job views); cleared on rebuild.
+        self.memo: dict[Hashable, object] = {}
 
     @property
     def path(self) -> str:
@@ -125,12 +159,18 @@ class HistoryIndex:
     def _rebuild(self) -> None:
         history = self.history
         history.reconcile()
+        for attempt in history.tasks.values():
+            attempt.display_name = _task_name(attempt)
         tasks = sorted(history.tasks.values(), key=lambda a: (a.task_id, a.attempt, a.session))
         self.tasks_by_id = tasks
-        index: dict[tuple[str | None, str, str], list[TaskAttempt]] = {}
+        self.memo.clear()
+        index: dict[_IndexKey, list[TaskAttempt]] = {}
+        values_seen: dict[tuple[bool, str | None, str], set[str]] = {}
         for attempt in tasks:
-            for session in (None, attempt.session):
-                index.setdefault((session, "", ""), []).append(attempt)
+            drivers = (True,) if attempt.task_type == "DRIVER_TASK" else (True, False)
+            scopes = [(d, s) for d in drivers for s in (None, attempt.session)]
+            for scope in scopes:
+                index.setdefault((*scope, "", ""), []).append(attempt)
             values = (
                 attempt.state,
                 attempt.job_id,
@@ -140,9 +180,12 @@ class HistoryIndex:
                 attempt.task_type or "NORMAL_TASK",
             )
             for column, value in zip(INDEXED_TASK_COLUMNS, values, strict=True):
-                for session in (None, attempt.session):  # None: every session
-                    index.setdefault((session, column, value.lower()), []).append(attempt)
+                lowered = value.lower()
+                for drivers_too, session in scopes:
+                    index.setdefault((drivers_too, session, column, lowered), []).append(attempt)
+                    values_seen.setdefault((drivers_too, session, column), set()).add(lowered)
         self._task_index = index
+        self._values = values_seen
         self.sessions = self._sessions()
 
     def _sessions(self) -> list[Session]:
@@ -181,29 +224,91 @@ class HistoryIndex:
         return self.sessions[0].name if self.sessions else None
 
     def candidate_tasks(
-        self, session: str | None, equals: Iterable[tuple[str, str]]
+        self, session: str | None, equals: Iterable[tuple[str, str]], *, drivers: bool = True
     ) -> list[TaskAttempt]:
-        """Task attempts in task-id order, narrowed by the most selective indexed equality.
+        """Attempts in task-id order having every indexed (column, value) of ``equals``.
 
-        ``equals`` holds (column, value) pairs that must all hold; only the narrowing is done
-        here, the caller still applies every filter to what comes back.
+        Narrowed by the most selective indexed equality; the caller checks the rest.
         """
-        best: list[TaskAttempt] | None = None
-        for column, value in equals:
-            if column in INDEXED_TASK_COLUMNS:
-                found = self._task_index.get((session, column, value.lower()), [])
-                if best is None or len(found) < len(best):
-                    best = found
-        if best is not None:
-            return best
-        return self._task_index.get((session, "", ""), [])
+        found, _ = self.narrow(session, [(c, "=", v) for c, v in equals], drivers=drivers)
+        return found
+
+    def narrow(
+        self, session: str | None, filters: Sequence[tuple[str, str, str]], *, drivers: bool
+    ) -> tuple[list[TaskAttempt], int | None]:
+        """The attempts (task-id order) matching the most selective indexed filter, and its
+        position in ``filters`` (None when no filter could use an index).
+
+        ``=`` takes one value's list; ``!=`` the lists of every other value of the column (all
+        values are lower-cased, as Ray compares strings case-insensitively). Only that filter
+        is settled; the caller checks the others on what comes back.
+        """
+        best: tuple[int, int, str, str, str] | None = None
+        for position, (column, predicate, value) in enumerate(filters):
+            wanted = value.lower()
+            if column not in INDEXED_TASK_COLUMNS or not wanted:
+                continue
+            if predicate == "=":
+                size = len(self._task_index.get((drivers, session, column, wanted), ()))
+            else:
+                others = self._values.get((drivers, session, column), set()) - {wanted}
+                size = sum(len(self._task_index[(drivers, session, column, v)]) for v in others)
+            if best is None or size < best[0]:
+                best = (size, position, column, predicate, wanted)
+        if best is None:
+            return self._task_index.get((drivers, session, "", ""), []), None
+        _, position, column, predicate, wanted = best
+        if predicate == "=":
+            return self._task_index.get((drivers, session, column, wanted), []), position
+        lists = [
+            self._task_index[(drivers, session, column, v)]
+            for v in self._values.get((drivers, session, column), set()) - {wanted}
+        ]
+        merged = [a for found in lists for a in found]
+        if len(lists) > 1:
+            merged.sort(key=lambda a: (a.task_id, a.attempt, a.session))
+        return merged, position
+
+    def remember(self, key: Hashable, value: _V) -> _V:
+        """Keep ``value`` until the next fold (at most _MEMO answers; then start afresh)."""
+        if len(self.memo) >= _MEMO:
+            self.memo.clear()
+        self.memo[key] = value
+        return value
+
+    def failures(self, session: str | None) -> list[TaskAttempt]:
+        """Failed attempts (drivers included), the most recent end first."""
+        key = ("failures", session)
+        found = self.memo.get(key)
+        if found is None:
+            failed = self._task_index.get((True, session, "state", "failed"), [])
+            found = self.remember(key, sorted(failed, key=lambda a: a.end_ns or 0, reverse=True))
+        assert isinstance(found, list)
+        return found
+
+    def job_view(self, session: str, job_id: str) -> JobView:
+        """A job's attempts newest first, with counts by state and the nodes they ran on."""
+        key = ("job", session, job_id)
+        found = self.memo.get(key)
+        if found is None:
+            every = self.candidate_tasks(session, [("job_id", job_id)])
+            counts: dict[str, int] = {}
+            for attempt in every:
+                counts[attempt.state] = counts.get(attempt.state, 0) + 1
+            found = self.remember(
+                key,
+                JobView(
+                    newest_first=sorted(every, key=lambda a: a.creation_ns or 0, reverse=True),
+                    state_counts=counts,
+                    nodes=tuple(sorted({a.node_id for a in every if a.node_id})),
+                ),
+            )
+        assert isinstance(found, JobView)
+        return found
 
     def task_count(self, session: str | None, exclude_driver: bool) -> int:
         """How many task attempts a session has (drivers left out when asked)."""
-        count = len(self._task_index.get((session, "", ""), []))
-        if exclude_driver:
-            count -= len(self._task_index.get((session, "type", "driver_task"), []))
-        return count
+        return len(self._task_index.get((not exclude_driver, session, "", ""), []))
 
     def entities(self, kind: str, session: str | None) -> list[Entity]:
         table = self.history.entities[kind]

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
     from trio_events.store._history_state import Entity, TaskAttempt
 
-TABLE_ROWS: Final = 200
-GANTT_ATTEMPTS: Final = 400
+TABLE_ROWS: Final = 100
+GANTT_ATTEMPTS: Final = 300
 FAILURES: Final = 50
 FAILURES_UNFILTERED: Final = 5
 _STATE_CLASS: Final = {
@@ -124,17 +124,6 @@ def _failure(attempt: TaskAttempt, with_job: bool, *, open_: bool = False) -> st
     )
 
 
-def _failed(index: HistoryIndex, session: str | None, job_id: str | None) -> list[TaskAttempt]:
-    equals = [("state", "FAILED")] + ([("job_id", job_id)] if job_id else [])
-    found = [
-        a
-        for a in index.candidate_tasks(session, equals)
-        if a.state == "FAILED" and (job_id is None or a.job_id == job_id)
-    ]
-    found.sort(key=lambda a: a.end_ns or 0, reverse=True)
-    return found
-
-
 def render_home(index: HistoryIndex) -> str:
     rows = []
     for s in index.sessions:
@@ -162,7 +151,7 @@ def render_home(index: HistoryIndex) -> str:
         "failed",
     ]
     sessions = _table(headers, rows, "sessions") if rows else "<p>The store has no events yet.</p>"
-    failures = _failed(index, None, None)[:FAILURES_UNFILTERED]
+    failures = index.failures(None)[:FAILURES_UNFILTERED]
     recent = (
         "".join(_failure(a, True, open_=i == 0) for i, a in enumerate(failures))
         or "<p>No failed tasks.</p>"
@@ -287,37 +276,50 @@ def _gantt(index: HistoryIndex, attempts: Sequence[TaskAttempt]) -> str:
     return "".join(out)
 
 
+def _job_state_pool(
+    index: HistoryIndex, session: str, job_id: str, state: str
+) -> list[TaskAttempt]:
+    """A job's attempts in one state, newest first (kept until the history is next folded)."""
+    key = ("job-state", session, job_id, state)
+    found = index.memo.get(key)
+    if not isinstance(found, list):
+        narrowed = index.candidate_tasks(session, [("job_id", job_id), ("state", state)])
+        found = [a for a in narrowed if a.job_id == job_id and a.state == state]
+        found.sort(key=lambda a: a.creation_ns or 0, reverse=True)
+        index.remember(key, found)
+    return found
+
+
 def render_job(index: HistoryIndex, session: str, job_id: str, query: str) -> str:
     params = dict(urllib.parse.parse_qsl(query))
     want_state, want_name, want_node = (
         params.get(k, "").strip() for k in ("state", "name", "node")
     )
-    every = index.candidate_tasks(session, [("job_id", job_id)])
-    counts: dict[str, int] = {}
-    nodes: set[str] = set()
-    for a in every:
-        counts[a.state] = counts.get(a.state, 0) + 1
-        nodes.add(a.node_id)
-    chosen = [
-        a
-        for a in every
-        if (not want_state or a.state == want_state)
-        and (not want_name or want_name.lower() in task_name(a).lower())
-        and (not want_node or a.node_id == want_node)
-    ]
-    chosen.sort(key=lambda a: a.creation_ns or 0, reverse=True)
+    view = index.job_view(session, job_id)  # computed once per refresh of the history
+    counts, nodes, total = view.state_counts, view.nodes, len(view.newest_first)
+
+    def wanted(a: TaskAttempt) -> bool:
+        return (not want_name or want_name.lower() in task_name(a).lower()) and (
+            not want_node or a.node_id == want_node
+        )
+
+    if want_state:  # the state's index is narrower than the job's attempts
+        pool = _job_state_pool(index, session, job_id, want_state)
+    else:
+        pool = view.newest_first
+    chosen = [a for a in pool if wanted(a)] if want_name or want_node else pool
     options = "".join(
         f'<option value="{_e(s)}"{" selected" if s == want_state else ""}>{_e(s)} ({n:,})</option>'
         for s, n in sorted(counts.items())
     )
     node_options = "".join(
         f'<option value="{_e(n)}"{" selected" if n == want_node else ""}>{_e(_short(n))}</option>'
-        for n in sorted(nodes)
+        for n in nodes
         if n
     )
     form = (
         f'<form class="filters" method="get" action="{_e(_job_href(session, job_id))}">'
-        f'<label>state <select name="state"><option value="">any ({len(every):,})</option>'
+        f'<label>state <select name="state"><option value="">any ({total:,})</option>'
         f"{options}</select></label> "
         f'<label>name <input name="name" value="{_e(want_name)}" placeholder="contains"></label> '
         '<label>node <select name="node"><option value="">any</option>'
@@ -338,8 +340,10 @@ def render_job(index: HistoryIndex, session: str, job_id: str, query: str) -> st
         for a in chosen[:TABLE_ROWS]
     ]
     shown = f"{min(len(chosen), TABLE_ROWS):,} of {len(chosen):,} matching attempts (newest first)"
-    failed = [a for a in chosen if a.state == "FAILED"]
-    failed.sort(key=lambda a: a.end_ns or 0, reverse=True)
+    if want_state and want_state != "FAILED":
+        failed = []
+    else:  # failures(), most recent end first, is kept until the history is next folded
+        failed = [a for a in index.failures(session) if a.job_id == job_id and wanted(a)]
     shown_failures = FAILURES if want_state == "FAILED" else FAILURES_UNFILTERED
     failures = "".join(
         _failure(a, False, open_=i == 0) for i, a in enumerate(failed[:shown_failures])
@@ -351,7 +355,7 @@ def render_job(index: HistoryIndex, session: str, job_id: str, query: str) -> st
         f'<p class="meta"><a href="{_e(_session_href(session))}api/v0/tasks/timeline'
         f'?job_id={_e(job_id)}">'
         "Chrome trace (open in Perfetto or chrome://tracing)</a></p>"
-        f"{form}<h2>Timeline</h2>{_gantt(index, chosen)}"
+        f"{form}<h2>Timeline</h2>{_gantt(index, chosen[: GANTT_ATTEMPTS * 2])}"
         f"<h2>Failures ({len(failed):,})</h2>{failures or '<p>No failures.</p>'}"
         f'<h2>Tasks</h2><p class="meta">{shown}; * = settled by reconciliation.</p>'
         + _table(

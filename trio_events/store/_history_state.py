@@ -113,6 +113,7 @@ class TaskAttempt:
     __slots__ = (
         "attempt",
         "definition",
+        "display_name",
         "end_override",
         "error_message",
         "error_type",
@@ -148,6 +149,7 @@ class TaskAttempt:
         self.profile: list[JsonObject] = []
         self.reconciled = ""  # why the state was settled by reconcile(), else empty
         self.end_override: int | None = None
+        self.display_name: str | None = None  # set by HistoryIndex once all events are folded
 
     @property
     def reported_state(self) -> str:
