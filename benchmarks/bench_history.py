@@ -51,7 +51,7 @@ def build_store(path: Path, events: int, sessions: int) -> list[str]:
     names = [f"session_2026-01-0{1 + k}_00-00-00_000000_{k}" for k in range(sessions)]
     sizes = [events // 2] + [events // 2 // max(sessions - 1, 1)] * (sessions - 1)
     sizes[0] += events - sum(sizes)
-    order = list(range(1, sessions)) + [0]  # the big session is written last: the latest
+    order = [*range(1, sessions), 0]  # the big session is written last: the latest
     if path.exists():
         conn = connect_read_only(path)
         try:
@@ -118,7 +118,10 @@ def main() -> None:
     db.parent.mkdir(parents=True, exist_ok=True)
     names = build_store(db, args.events, args.sessions)
 
-    argv = [sys.executable, "-m", "trio_events", "--log-level", "WARNING", "history", "--db", str(db), "--listen", "127.0.0.1:0", "--refresh", "1"]  # fmt: skip
+    argv = [
+        sys.executable, "-m", "trio_events", "--log-level", "WARNING",
+        "history", "--db", str(db), "--listen", "127.0.0.1:0", "--refresh", "1",
+    ]  # fmt: skip
     started = time.perf_counter()
     server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
@@ -132,18 +135,26 @@ def main() -> None:
         if not url:
             raise SystemExit(f"trio-events history did not start (exit {server.wait()}).")
         startup = time.perf_counter() - started
-        result: dict[str, Any] = {"events": args.events, "sessions": args.sessions, "startup_s": round(startup, 1)}  # fmt: skip
+        result: dict[str, Any] = {
+            "events": args.events,
+            "sessions": args.sessions,
+            "startup_s": round(startup, 1),
+        }
         with httpx.Client(base_url=url, timeout=30) as client:
             version = client.get("/api/version").json()
             assert version["session_name"] == names[0], version  # the big session is the latest
             kept_apart = {}
             for name in names:
-                answer = client.get(f"/session/{name}/api/v0/tasks?limit=1").json()["data"]["result"]  # fmt: skip
+                tasks = client.get(f"/session/{name}/api/v0/tasks?limit=1").json()
+                answer = tasks["data"]["result"]
                 kept_apart[name] = answer["total"]
             result["task_attempts_per_session"] = kept_apart
             job = client.get("/api/v0/jobs").json()["data"]["result"]["result"][0]["job_id"]
             failed = "filter_keys=state&filter_predicates=%3D&filter_values=FAILED"
-            by_job = f"filter_keys=job_id&filter_predicates=%3D&filter_values={job}&filter_keys=state&filter_predicates=!%3D&filter_values=FINISHED"  # fmt: skip
+            by_job = (
+                f"filter_keys=job_id&filter_predicates=%3D&filter_values={job}"
+                "&filter_keys=state&filter_predicates=!%3D&filter_values=FINISHED"
+            )
             kinds = {
                 "tasks_filtered": [f"/api/v0/tasks?limit=100&{failed}"],
                 "tasks_by_job": [f"/api/v0/tasks?limit=100&{by_job}"],
@@ -153,7 +164,8 @@ def main() -> None:
                 "summary": ["/api/v0/tasks/summarize"],
             }
             for kind, paths in kinds.items():
-                count = args.requests if kind not in ("summary", "job_page") else max(args.requests // 10, 20)  # fmt: skip
+                slow = kind in ("summary", "job_page")
+                count = max(args.requests // 10, 20) if slow else args.requests
                 result[kind] = time_requests(client, paths, count)
                 print(f"{kind:<18} {result[kind]}", file=sys.stderr, flush=True)
     finally:

@@ -72,9 +72,9 @@ def _task_name(attempt: TaskAttempt) -> str:
     function = func_or_class_name(attempt)
     name = name or function
     repr_name = attempt.lifecycle_extra.get("actor_repr_name")
-    if attempt.task_type == "ACTOR_TASK" and isinstance(repr_name, str) and repr_name:
-        if name == function:
-            return f"{repr_name}.{name.rsplit('.', 1)[-1]}"
+    renamed = attempt.task_type == "ACTOR_TASK" and name == function
+    if renamed and isinstance(repr_name, str) and repr_name:
+        return f"{repr_name}.{name.rsplit('.', 1)[-1]}"
     return name
 
 

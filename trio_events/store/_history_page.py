@@ -303,10 +303,8 @@ def render_job(index: HistoryIndex, session: str, job_id: str, query: str) -> st
             not want_node or a.node_id == want_node
         )
 
-    if want_state:  # the state's index is narrower than the job's attempts
-        pool = _job_state_pool(index, session, job_id, want_state)
-    else:
-        pool = view.newest_first
+    # With a state, that state's index is narrower than the job's attempts.
+    pool = _job_state_pool(index, session, job_id, want_state) if want_state else view.newest_first
     chosen = [a for a in pool if wanted(a)] if want_name or want_node else pool
     options = "".join(
         f'<option value="{_e(s)}"{" selected" if s == want_state else ""}>{_e(s)} ({n:,})</option>'
