@@ -238,3 +238,26 @@ async def test_writes_are_refused(base_url) -> None:
         async with httpx.AsyncClient(base_url=base_url) as client:
             response = await client.post("/api/v0/tasks", content=b"{}")
     assert response.status_code == 405
+
+
+def test_error_messages_are_escaped_on_the_page(tmp_path) -> None:
+    from trio_events.store._history_index import HistoryIndex
+    from trio_events.store._history_page import render_home, render_job
+
+    hostile = "<img src=x onerror=alert(1)>"
+    events = [
+        s.task_definition(1, s.TASK_ID, 0, "<b>name</b>", T.format(0, 0)),
+        lifecycle(2, 0, [("FAILED", T.format(1, 0))], error=("TASK_EXECUTION_EXCEPTION", hostile)),
+    ]
+    with EventStore(tmp_path / "e.db") as store:
+        store.insert_batch_sync(events)
+    index = HistoryIndex(tmp_path / "e.db")
+    index.refresh()
+    try:
+        pages = render_home(index) + render_job(index, s.SESSION, s.JOB_ID.hex(), "")
+    finally:
+        index.close()
+    assert hostile not in pages
+    assert "&lt;img src=x onerror=alert(1)&gt;" in pages
+    assert "<b>name</b>" not in pages
+    assert "&lt;b&gt;name&lt;/b&gt;" in pages
