@@ -138,15 +138,16 @@ class HistoryIndex:
         read = 0
         while True:
             rows = self._conn.execute(
-                "SELECT rowid, event_type, json FROM events WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                "SELECT rowid, event_type, session_name, timestamp_ns, json FROM events "
+                "WHERE rowid > ? ORDER BY rowid LIMIT ?",
                 (self._last_rowid, _BATCH),
             ).fetchall()
             if not rows:
                 break
             apply = self.history.apply
             loads = orjson.loads
-            for _, event_type, json_text in rows:
-                apply(loads(json_text), event_type)
+            for _, event_type, session, stamp, json_text in rows:
+                apply(loads(json_text), event_type, session=session, stamp=stamp)
             self._last_rowid = rows[-1][0]
             read += len(rows)
         if read or not self.generation:

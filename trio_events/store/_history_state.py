@@ -23,6 +23,7 @@ whose node died or whose job finished is shown ``DEAD``.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Final, final
 
 from trio_events.store._ray_json import (
@@ -207,15 +208,15 @@ class TaskAttempt:
             if known is None or ts < known:
                 self.states[state] = ts
             latest = max(latest, ts)
-        node = id_hex(field(payload, "node_id"))
+        node = _hex(field(payload, "node_id"))
         if node:
-            worker = id_hex(field(payload, "worker_id"))
+            worker = _hex(field(payload, "worker_id"))
             evidence = (latest, node + worker)
             if evidence > self.evidence:
                 self.evidence = evidence
                 self.node_id, self.worker_id = node, worker
                 self.worker_pid = integer(payload, "worker_pid") or self.worker_pid
-        self.job_id = self.job_id or id_hex(field(payload, "job_id"))
+        self.job_id = self.job_id or _hex(field(payload, "job_id"))
         info = child(payload, "ray_error_info")
         if info is not None:
             candidate = (text(info, "error_type"), text(info, "error_message"))
@@ -303,6 +304,23 @@ _LIFECYCLES: Final = {
         "submission_id",
     ),
 }
+_TASK_PAYLOADS: Final = {
+    "TASK_LIFECYCLE_EVENT": "task_lifecycle_event",
+    "TASK_DEFINITION_EVENT": "task_definition_event",
+    "ACTOR_TASK_DEFINITION_EVENT": "actor_task_definition_event",
+}
+
+
+def _hex(value: object) -> str:
+    """:func:`id_hex`, remembered: node, worker, job and task ids repeat across events."""
+    return _hex_text(value) if isinstance(value, str) else ""
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _hex_text(value: str) -> str:
+    return id_hex(value)
+
+
 KINDS: Final = ("actor", "job", "node", "worker", "placement_group", "submission_job")
 
 
@@ -335,11 +353,24 @@ class ClusterHistory:
             found = table[key] = Entity(kind, session, entity_id)
         return found
 
-    def apply(self, event: JsonObject, event_type: str) -> None:
-        """Fold one event (Ray's JSON, either key style) into the history."""
-        session = self._intern(text(event, "session_name"))
+    def apply(
+        self,
+        event: JsonObject,
+        event_type: str,
+        *,
+        session: str | None = None,
+        stamp: int | None = None,
+    ) -> None:
+        """Fold one event (Ray's JSON, either key style) into the history.
+
+        ``session`` and ``stamp`` (the event's session name and time in ns), when the caller
+        has them already (the store keeps both as columns), spare reading them from the JSON.
+        """
+        if session is None:
+            session = text(event, "session_name")
+            stamp = timestamp_ns(field(event, "timestamp"))
+        session = self._intern(session)
         self.events += 1
-        stamp = timestamp_ns(field(event, "timestamp"))
         span = self.sessions.get(session)
         if span is None:
             self.sessions[session] = [stamp or 0, stamp or 0, 1]
@@ -348,22 +379,14 @@ class ClusterHistory:
             if stamp is not None:
                 span[0] = min(span[0], stamp) if span[0] else stamp
                 span[1] = max(span[1], stamp)
-        if event_type in (
-            "TASK_LIFECYCLE_EVENT",
-            "TASK_DEFINITION_EVENT",
-            "ACTOR_TASK_DEFINITION_EVENT",
-        ):
-            name = {
-                "TASK_LIFECYCLE_EVENT": "task_lifecycle_event",
-                "TASK_DEFINITION_EVENT": "task_definition_event",
-                "ACTOR_TASK_DEFINITION_EVENT": "actor_task_definition_event",
-            }[event_type]
+        name = _TASK_PAYLOADS.get(event_type)
+        if name is not None:
             payload = child(event, name)
             if payload is None:
                 return
             attempt = self.task(
                 session,
-                self._intern(id_hex(field(payload, "task_id"))),
+                self._intern(_hex(field(payload, "task_id"))),
                 integer(payload, "task_attempt") or 0,
             )
             if event_type == "TASK_LIFECYCLE_EVENT":
