@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests import ray_event_samples as s
+from trio_events.store._history_reconcile import reconcile
 from trio_events.store._history_state import ClusterHistory
 
 T = "2025-10-24T21:12:{:02d}.{:03d}Z"
@@ -67,7 +68,7 @@ def fold(events: list[dict[str, Any]]) -> ClusterHistory:
     history = ClusterHistory()
     for event in events:
         history.apply(event, event.get("eventType") or event["event_type"])
-    history.reconcile()
+    reconcile(history)
     return history
 
 

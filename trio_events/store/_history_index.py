@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final, TypeVar, final
 import attrs
 import orjson
 
+from trio_events.store._history_reconcile import reconcile
 from trio_events.store._history_state import ClusterHistory, Entity, TaskAttempt
 from trio_events.store._sqlite import connect_read_only
 
@@ -159,7 +160,7 @@ class HistoryIndex:
 
     def _rebuild(self) -> None:
         history = self.history
-        history.reconcile()
+        reconcile(history)
         for attempt in history.tasks.values():
             attempt.display_name = _task_name(attempt)
         tasks = sorted(history.tasks.values(), key=lambda a: (a.task_id, a.attempt, a.session))
