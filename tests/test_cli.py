@@ -390,6 +390,7 @@ def test_demo_runs_the_whole_pipeline_with_no_drops(tmp_path: Path) -> None:
     published = re.findall(r"published ([\d,]+)", result.stdout)
     assert published
     assert published[-1] == delivered.group(1)
+    assert f"trio-events history --db {tmp_path / 'demo-events.db'}" in result.stdout
 
 
 # --- docs/configuration.md --------------------------------------------------------------------

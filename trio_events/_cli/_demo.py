@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, final
 import httpx
 import trio
 
+from trio_events.store._history_server import DEFAULT_PORT
 from trio_events.store._query import counts, failed_tasks, format_timeline, timeline
 
 if TYPE_CHECKING:
@@ -263,3 +264,8 @@ def _print_summary(db: Path, recorded: int, delivered: int, drops: int, elapsed:
         f"throughput={recorded / elapsed:,.0f} recorded events/s end to end"
     )
     print(f"Explore it: trio-events query --db {db} failed")
+    print(
+        f"See what happened: trio-events history --db {db}  "
+        f"(then open http://127.0.0.1:{DEFAULT_PORT}/ or run "
+        f"`ray list tasks --address http://127.0.0.1:{DEFAULT_PORT}`)"
+    )

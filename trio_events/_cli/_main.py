@@ -75,12 +75,21 @@ def _cmd_event_types(args: argparse.Namespace, environ: Mapping[str, str]) -> in
 
 def _runner(name: str) -> Runner:
     # Imported when run, so `trio-events version` loads no agent or store code.
-    from trio_events._cli import _agent, _collect, _config_cmd, _demo, _loadgen, _query
+    from trio_events._cli import (
+        _agent,
+        _collect,
+        _config_cmd,
+        _demo,
+        _history,
+        _loadgen,
+        _query,
+    )
 
     runners: dict[str, Runner] = {
         "agent": _agent.run,
         "collect": _collect.run,
         "query": _query.run,
+        "history": _history.run,
         "loadgen": _loadgen.run,
         "demo": _demo.run,
         "config": _config_cmd.run,

@@ -16,6 +16,7 @@ from trio_events._cli._tool_settings import (
     COLLECT_SETTINGS,
     DEFAULT_DB,
     DEMO_SETTINGS,
+    HISTORY_SETTINGS,
     LOADGEN_SETTINGS,
     QUERY,
 )
@@ -352,6 +353,11 @@ COMMANDS: tuple[Command, ...] = (
         COLLECT_SETTINGS,
     ),
     QUERY,
+    Command(
+        "history",
+        "serve a store's history: Ray's state API, a web page and Chrome traces",
+        HISTORY_SETTINGS,
+    ),
     Command(
         "loadgen", "drive a recorder with realistic events against an aggregator", LOADGEN_SETTINGS
     ),

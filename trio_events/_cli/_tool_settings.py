@@ -13,6 +13,7 @@ from trio_events._cli._settings import Command, Setting, library_default
 from trio_events._http_server import DEFAULT_MAX_BODY_BYTES
 from trio_events.producer._recorder import RecorderConfig
 from trio_events.store._collector import CollectorConfig
+from trio_events.store._history_server import DEFAULT_PORT as HISTORY_PORT
 
 _d = library_default
 DEFAULT_DB: Final = "trio-events.db"
@@ -88,6 +89,46 @@ QUERY = Command(
                 ),
             ),
         ),
+    ),
+)
+
+HISTORY_SETTINGS: tuple[Setting, ...] = (
+    Setting("--db", "TRIO_EVENTS_HISTORY_DB", DEFAULT_DB, v.text, "event store file"),
+    Setting(
+        "--listen",
+        "TRIO_EVENTS_HISTORY_LISTEN",
+        ("127.0.0.1", HISTORY_PORT),
+        v.listen_any,
+        "address to serve Ray's state API and the page on; port 0 picks one",
+        metavar="HOST:PORT",
+    ),
+    Setting(
+        "--refresh",
+        "TRIO_EVENTS_HISTORY_REFRESH",
+        2.0,
+        v.positive_float,
+        "seconds between looks for events stored since the last look",
+    ),
+    Setting(
+        "--chrome-trace",
+        None,
+        "",
+        v.text,
+        "write a Chrome trace (the format `ray timeline` writes) to FILE and exit",
+        in_file=False,
+        metavar="FILE",
+    ),
+    Setting(
+        "--job", None, "", v.text, "with --chrome-trace: only this job (hex id)", in_file=False
+    ),
+    Setting(
+        "--session",
+        None,
+        "",
+        v.text,
+        "with --chrome-trace: this session",
+        in_file=False,
+        shown_default="the latest",
     ),
 )
 

@@ -160,12 +160,14 @@ class _Cluster:
                 labels={"ray.io/node-group": "cpu-workers", "ray.io/market-type": "on-demand"},
                 start_timestamp=self.tick(),
                 timestamp=self.now_ns,
+                session_name=self.session,
             )
             yield RayNodeLifecycleEvent(
                 node_id=node_id,
                 state="ALIVE",
                 resources={"CPU": 16.0, "memory": 64.0 * 1024**3, "object_store_memory": 19.0e9},
                 timestamp=self.tick(),
+                session_name=self.session,
             )
         yield RayDriverJobDefinitionEvent(
             job_id=self.job_id,
@@ -177,8 +179,11 @@ class _Cluster:
                 "metadata": {"job_submission_id": "raysubmit_1"},
             },
             timestamp=self.tick(),
+            session_name=self.session,
         )
-        yield RayDriverJobLifecycleEvent(job_id=self.job_id, state="CREATED", timestamp=self.tick())
+        yield RayDriverJobLifecycleEvent(
+            job_id=self.job_id, state="CREATED", timestamp=self.tick(), session_name=self.session
+        )
         for node_id in self.nodes:
             for _ in range(_WORKERS_PER_NODE):
                 yield from self.new_worker(node_id)
@@ -195,6 +200,7 @@ class _Cluster:
             worker_type="WORKER",
             pid=pid,
             timestamp=self.now_ns,
+            session_name=self.session,
         )
         yield RayWorkerLifecycleEvent(
             worker_id=worker_id,
@@ -204,6 +210,7 @@ class _Cluster:
             worker_launched_time_ms=ms - 400,
             start_time_ms=ms,
             timestamp=self.tick(),
+            session_name=self.session,
         )
 
     def new_actor(self) -> Iterator[RayEventBase]:
@@ -219,9 +226,12 @@ class _Cluster:
             required_resources={"CPU": 1.0},
             serialized_runtime_env="{}",
             timestamp=self.tick(),
+            session_name=self.session,
         )
         for state in ("DEPENDENCIES_UNREADY", "PENDING_CREATION"):
-            yield RayActorLifecycleEvent(actor_id=actor_id, state=state, timestamp=self.tick())
+            yield RayActorLifecycleEvent(
+                actor_id=actor_id, state=state, timestamp=self.tick(), session_name=self.session
+            )
         yield RayActorLifecycleEvent(
             actor_id=actor_id,
             state="ALIVE",
@@ -231,6 +241,7 @@ class _Cluster:
             port=self.rng.randrange(10002, 19999),
             repr_name=f"Trainer(rank={len(self.actors) - 1})",
             timestamp=self.tick(),
+            session_name=self.session,
         )
 
     # --- task events (the hot path; payloads built directly) -----------------------------
