@@ -25,6 +25,8 @@ from trio_events.agent._ingest import AgentConfig, AggregatorAgent, TaskMetadata
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
+    from trio_events.agent import EventConsumer
+
 ADD_EVENTS = "/ray.rpc.events.EventAggregatorService/AddEvents"
 HEALTH_CHECK = "/ray.rpc.ReporterService/HealthCheck"
 OTLP_EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
@@ -36,6 +38,7 @@ class Running:
     agent: AggregatorAgent
     port: int
     metrics: Metrics
+    consumers: dict[str, EventConsumer]
 
 
 @asynccontextmanager
@@ -53,11 +56,10 @@ async def running_agent(
         publishers_enabled=publishers_enabled,
         task_metadata=task_metadata,
     )
-    for name in consumers:
-        agent.buffer.register_consumer(name)
+    handles = {name: agent.buffer.open_consumer(name) for name in consumers}
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         port = await nursery.start(agent.run)
-        yield Running(agent, port, metrics)
+        yield Running(agent, port, metrics, handles)
         nursery.cancel_scope.cancel()
 
 
@@ -131,8 +133,11 @@ def request_of_size(size: int) -> bytes:
         padding += size - len(data)
 
 
-def taken(agent: AggregatorAgent, consumer: str = "pub") -> list[pb.RayEvent]:
-    batch = agent.buffer.take_nowait(consumer, 1_000_000)
+def taken(running: Running, consumer: str = "pub") -> list[pb.RayEvent]:
+    try:
+        batch = running.consumers[consumer].receive_nowait()
+    except trio.WouldBlock:
+        return []
     events = [pb.RayEvent.FromString(b) for b in batch.blobs]
     assert batch.event_types == [e.event_type for e in events]
     return events
@@ -147,7 +152,7 @@ async def test_add_events_buffers_each_event_serialized() -> None:
         async with running_agent() as running:
             reply = await grpclib_add_events(running.port, request(*sent))
             assert reply == pb.AddEventsReply()  # Ray's reply: empty, status never set
-            assert taken(running.agent) == sent
+            assert taken(running) == sent
             assert running.metrics.value("ray_aggregator_agent_events_received_total") == 3
 
 
@@ -170,7 +175,7 @@ async def test_grpcio_client_add_events_and_empty_request() -> None:
                 (ADD_EVENTS, b""),  # an empty AddEventsRequest is accepted, as in Ray
             )
             assert outcomes == [(grpc.StatusCode.OK, None)] * 2
-            assert taken(running.agent) == [event(0)]
+            assert taken(running) == [event(0)]
 
 
 async def test_unknown_fields_and_enum_values_pass_through() -> None:
@@ -180,7 +185,7 @@ async def test_unknown_fields_and_enum_values_pass_through() -> None:
     with trio.fail_after(DEADLINE):
         async with running_agent() as running:
             await grpclib_add_events(running.port, request(newer))
-            batch = running.agent.buffer.take_nowait("pub", 10)
+            batch = running.consumers["pub"].receive_nowait()
     assert batch.event_types == [77]
     assert unknown_field in batch.blobs[0]
     assert pb.RayEvent.FromString(batch.blobs[0]).SerializeToString() == batch.blobs[0]
@@ -242,7 +247,7 @@ async def test_concurrent_clients_keep_every_event_in_per_client_order() -> None
                     nursery.start_soon(grpclib_client, running.port, client)
                 for client in range(4, 7):
                     nursery.start_soon(grpcio_client, running.port, client)
-            events = taken(running.agent)
+            events = taken(running)
     ids = [int(e.event_id.split(b"-")[1]) for e in events]
     assert len(ids) == len(set(ids)) == 7 * requests_each * per_client
     for client in range(7):
@@ -287,7 +292,7 @@ async def test_malformed_request_is_invalid_argument_and_server_keeps_serving() 
             ]
             assert outcomes[0][1] is not None
             assert outcomes[0][1].startswith("The AddEventsRequest could not be parsed")
-            assert taken(running.agent) == [event(0)]
+            assert taken(running) == [event(0)]
             labels = {"reason": "malformed"}
             assert running.metrics.value("trio_events_agent_invalid_requests_total", labels) == 2
             assert running.metrics.value("ray_aggregator_agent_events_received_total") == 1
@@ -326,7 +331,7 @@ async def test_oversized_request_with_grpclib_client_and_a_small_limit() -> None
                 await grpclib_add_events(running.port, request(pb.RayEvent(message="x" * 2000)))
             assert caught.value.status is Status.RESOURCE_EXHAUSTED
             await grpclib_add_events(running.port, request(event(1)))
-            assert taken(running.agent) == [event(1)]
+            assert taken(running) == [event(1)]
 
 
 async def test_unknown_method_is_unimplemented_and_nothing_else_is_disturbed() -> None:
@@ -341,7 +346,7 @@ async def test_unknown_method_is_unimplemented_and_nothing_else_is_disturbed() -
                 (grpc.StatusCode.UNIMPLEMENTED, "Method not found"),
                 (grpc.StatusCode.OK, None),
             ]
-            assert taken(running.agent) == [event(0)]
+            assert taken(running) == [event(0)]
 
 
 # ---- authentication ---------------------------------------------------------------------------
@@ -371,7 +376,7 @@ async def test_bearer_token_is_required_when_configured() -> None:
                 running.port, (ADD_EVENTS, good), metadata=[("authorization", "Bearer s3cret")]
             )
             assert outcomes == [(grpc.StatusCode.OK, None)]
-            assert taken(running.agent) == [event(2), event(0)]
+            assert taken(running) == [event(2), event(0)]
             labels = {"reason": "unauthenticated"}
             assert running.metrics.value("trio_events_agent_invalid_requests_total", labels) == 5
 
@@ -387,7 +392,7 @@ async def test_drop_oldest_is_the_default_and_counts_evictions() -> None:
     with trio.fail_after(DEADLINE):
         async with running_agent(AgentConfig(buffer_size=2)) as running:
             await grpclib_add_events(running.port, request(event(0, 1), event(1), event(2)))
-            assert taken(running.agent) == [event(1), event(2)]
+            assert taken(running) == [event(1), event(2)]
             labels = {"consumer": "pub", "event_type": "TASK_DEFINITION_EVENT"}
             dropped = "ray_aggregator_agent_queue_dropped_events_total"
             assert running.metrics.value(dropped, labels) == 1
@@ -410,9 +415,9 @@ async def test_reject_policy_refuses_a_request_that_would_evict_unread_events() 
             assert running.metrics.value("trio_events_agent_rejected_events_total") == 2
             assert running.metrics.value("ray_aggregator_agent_events_received_total") == 3
 
-            assert len(taken(running.agent)) == 3  # the publisher catches up: room again
+            assert len(taken(running)) == 3  # the publisher catches up: room again
             await grpclib_add_events(running.port, request(event(3), event(4)))
-            assert taken(running.agent) == [event(3), event(4)]
+            assert taken(running) == [event(3), event(4)]
 
 
 async def test_without_publishers_events_are_accepted_counted_and_discarded(

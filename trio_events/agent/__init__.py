@@ -7,10 +7,11 @@ too, for embedding them in a trio program. Destinations plug in behind :class:`P
 from __future__ import annotations
 
 from trio_events.agent._buffer import BufferStatistics as BufferStatistics
-from trio_events.agent._buffer import ConsumerStatistics as ConsumerStatistics
-from trio_events.agent._buffer import EventBatch as EventBatch
 from trio_events.agent._buffer import EventBuffer as EventBuffer
 from trio_events.agent._buffer import MultiConsumerEventBuffer as MultiConsumerEventBuffer
+from trio_events.agent._consumer import ConsumerStatistics as ConsumerStatistics
+from trio_events.agent._consumer import EventBatch as EventBatch
+from trio_events.agent._consumer import EventConsumer as EventConsumer
 from trio_events.agent._convert import JsonConverter as JsonConverter
 from trio_events.agent._filtering import (
     DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES as DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES,
@@ -47,6 +48,7 @@ __all__ = [
     "Destination",
     "EventBatch",
     "EventBuffer",
+    "EventConsumer",
     "HttpPublisherClient",
     "HttpPublisherConfig",
     "JsonConverter",

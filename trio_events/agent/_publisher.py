@@ -43,7 +43,7 @@ from trio_events.agent._sink import Outcome, PublishClient, PublishOutcome
 
 if TYPE_CHECKING:
     from trio_events._metrics import Metrics
-    from trio_events.agent._buffer import EventBatch, EventBuffer
+    from trio_events.agent._buffer import EventBatch, EventBuffer, EventConsumer
 
 __all__ = [
     "DEFAULT_EXPOSABLE_EVENT_TYPES",
@@ -91,6 +91,7 @@ class RayEventPublisher:
         self._wait_scope: trio.CancelScope | None = None
         self._sleep_scope: trio.CancelScope | None = None
         self._drain_deadline: float | None = None
+        self._consumer: EventConsumer | None = None
         self._last_success = 0.0
         self._delivered = self._filtered = self._dropped = self._abandoned = self._retained = 0
         self._in_flight = self._attempts = self._consecutive_failures = 0
@@ -100,7 +101,8 @@ class RayEventPublisher:
         return self._config.name
 
     def statistics(self) -> PublisherStatistics:
-        unread = self._buffer.unread(self.name) if self._state == "running" else 0
+        consumer = self._consumer
+        unread = consumer.statistics().unread if consumer is not None and not consumer.closed else 0
         return PublisherStatistics(
             name=self.name,
             delivered=self._delivered,
@@ -125,7 +127,7 @@ class RayEventPublisher:
         if self._state != "new":
             raise RuntimeError("RayEventPublisher.run() can only be called once per publisher.")
         name = self.name
-        self._buffer.register_consumer(name)
+        self._consumer = self._buffer.open_consumer(name, linger=self._config.linger)
         self._state = "running"
         clock = trio.lowlevel.current_clock()
         self._last_success = clock.current_time()
@@ -169,28 +171,33 @@ class RayEventPublisher:
     # ---- the loop ----------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        assert self._consumer is not None
         while (batch := await self._next_batch()) is not None:
             # No checkpoint since the batch was taken: from here on it is accounted for.
             self._in_flight = len(batch)
             if await self._handle(batch):
                 # Settled (delivered, filtered or dropped, all counted): a durable buffer may
                 # now forget it. Not when cancelled or abandoned: then a restart re-sends it.
-                self._buffer.commit(self.name, batch)
+                self._consumer.commit(batch)
 
     async def _next_batch(self) -> EventBatch | None:
         """The next batch, or None once drained (or the buffer is closed and read)."""
+        consumer = self._consumer
+        assert consumer is not None
         while self._drain_deadline is None:
             with trio.CancelScope() as self._wait_scope:
                 try:
-                    return await self._buffer.wait_for_batch(self.name, self._config.linger)
+                    return await consumer.receive()
                 except trio.EndOfChannel:
                     return None
                 finally:
                     self._wait_scope = None
             # Cancelled by drain(); wait_for_batch lost nothing. Go on without lingering.
         await trio.lowlevel.checkpoint()
-        batch = self._buffer.take_nowait(self.name, self._buffer.max_batch_size)
-        return batch if batch else None
+        try:
+            return consumer.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return None
 
     async def _handle(self, batch: EventBatch) -> bool:
         """Filter, convert and publish ``batch``; False when it was abandoned at shutdown."""
@@ -354,7 +361,8 @@ class RayEventPublisher:
     def _finish(self) -> None:
         """run() is ending: count what is left as abandoned and leave the buffer."""
         in_flight = self._in_flight
-        unread = self._buffer.unread(self.name)
+        assert self._consumer is not None
+        unread = self._consumer.statistics().unread
         self._abandon(in_flight)
         self._abandon(unread, in_flight=False)
         if in_flight or unread:
@@ -367,7 +375,7 @@ class RayEventPublisher:
                 if self._buffer.durable
                 else "abandoned (counted as shutdown_abandoned)",
             )
-        self._buffer.unregister_consumer(self.name)
+        self._consumer.close()
         self._state = "finished"
         self._finished.set()
 
