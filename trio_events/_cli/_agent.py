@@ -116,6 +116,10 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
             jitter=args.jitter_ratio,
             attempt_timeout=args.publisher_timeout,
             converter=args.json_converter,
+            max_in_flight=args.max_in_flight,
+            max_batch_bytes=args.max_batch_bytes,
+            max_retry_after=args.max_retry_after,
+            dead_letter=_dead_letter_path(args.dead_letter, name, several=len(urls) > 1),
         )
 
     destinations: tuple[Destination, ...] = ()
@@ -225,3 +229,14 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     for exc in group.exceptions:
         found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
     return found
+
+
+def _dead_letter_path(base: str, publisher: str, *, several: bool) -> str | None:
+    """``--dead-letter``'s file for one publisher: the path itself, or with several
+    destinations (or the local store) the publisher's name before the suffix."""
+    if not base:
+        return None
+    if not several and publisher.startswith("http_service"):
+        return base
+    stem, dot, suffix = base.rpartition(".")
+    return f"{stem}.{publisher}.{suffix}" if dot and "/" not in suffix else f"{base}.{publisher}"

@@ -54,6 +54,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _batch_bytes(text: str) -> int:
+    value = _int(text)
+    if value < 1024:
+        raise ValueError("expected a number of bytes >= 1024")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     value = _int(text)
     if value < 0:
@@ -336,6 +343,35 @@ PUBLISHER_SETTINGS: tuple[Setting, ...] = (
         0.1,
         _non_negative_float,
         "seconds a publisher waits to fill a batch once one event is there",
+    ),
+    Setting(
+        "--max-in-flight",
+        "TRIO_EVENTS_PUBLISHER_MAX_IN_FLIGHT",
+        16,
+        _positive_int,
+        "most batches in flight per destination (adapted to the sink's latency); 1 keeps "
+        "strict order",
+    ),
+    Setting(
+        "--max-batch-bytes",
+        "TRIO_EVENTS_PUBLISHER_MAX_BATCH_BYTES",
+        1_000_000,
+        _batch_bytes,
+        "largest request body in bytes (a single larger event goes alone)",
+    ),
+    Setting(
+        "--max-retry-after",
+        "TRIO_EVENTS_PUBLISHER_MAX_RETRY_AFTER_SECONDS",
+        30.0,
+        _non_negative_float,
+        "longest Retry-After a publisher honours, in seconds",
+    ),
+    Setting(
+        "--dead-letter",
+        "TRIO_EVENTS_PUBLISHER_DEAD_LETTER",
+        "",
+        _text,
+        "JSON-lines file keeping the events a sink refused (one per destination when several)",
     ),
     Setting(
         "--compression",
