@@ -9,6 +9,7 @@ import sys
 from argparse import SUPPRESS
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from trio_events._cli._settings import AGENT_SETTINGS, PUBLISHER_SETTINGS, add_settings, read_secret
@@ -156,8 +157,12 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
         store_path=store_path,
         # The local store is for looking at what arrived: it keeps every type unless the user
         # chose a list (Ray's HTTP default hides profile, placement group, submission jobs).
-        store_publisher=publisher(
-            STORE_CONSUMER, exposable if args.exposable_event_types is not None else None
+        # One SQLite writer: more than one batch in flight would only queue on its lock.
+        store_publisher=attrs.evolve(
+            publisher(
+                STORE_CONSUMER, exposable if args.exposable_event_types is not None else None
+            ),
+            max_in_flight=1,
         ),
         metrics_listen=args.metrics_listen,
         grace_period=args.grace_period,

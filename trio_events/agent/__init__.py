@@ -13,6 +13,7 @@ from trio_events.agent._consumer import ConsumerStatistics as ConsumerStatistics
 from trio_events.agent._consumer import EventBatch as EventBatch
 from trio_events.agent._consumer import EventConsumer as EventConsumer
 from trio_events.agent._convert import JsonConverter as JsonConverter
+from trio_events.agent._delivery import BatchConverter as BatchConverter
 from trio_events.agent._filtering import (
     DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES as DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "AgentConfig",
     "AgentService",
     "AggregatorAgent",
+    "BatchConverter",
     "BufferStatistics",
     "ConsumerStatistics",
     "Destination",

@@ -72,7 +72,7 @@ class ServiceConfig:
     destinations: tuple[Destination, ...] = ()
     store_path: str | None = None
     store_publisher: PublisherConfig = attrs.field(
-        factory=lambda: PublisherConfig(name=STORE_CONSUMER)
+        factory=lambda: PublisherConfig(name=STORE_CONSUMER, max_in_flight=1)
     )
     metrics_listen: tuple[str, int] | None = None
     grace_period: float = 10.0
