@@ -286,6 +286,7 @@ async def test_window_rules() -> None:
     window.record(1.0, 20.0, back_pressure=True)
     assert window.limit == 1  # never below one
     assert window.statistics().decreases == 2
+    assert window.statistics().floor_rtt == 1.0
     for _ in range(3):
         window.release()
     fixed = AdaptiveWindow(5, adaptive=False)
@@ -293,6 +294,20 @@ async def test_window_rules() -> None:
     assert fixed.statistics().limit == 5
     with pytest.raises(ValueError, match=r"^max_in_flight must be >= 1, got 0\.$"):
         AdaptiveWindow(0)
+
+
+async def test_a_sink_that_queues_keeps_the_window_near_its_floor() -> None:
+    window = AdaptiveWindow(32)
+    now, service = 0.0, 0.01
+    for _ in range(400):  # a sink serving one request at a time: RTT = in flight x service
+        while window.statistics().in_flight > window.limit:
+            window.release()  # requests answered, not replaced while over the limit
+        while window.statistics().in_flight < window.limit:
+            await window.acquire()
+        rtt = service * window.statistics().in_flight
+        now += rtt
+        window.record(rtt, now, back_pressure=False)
+    assert window.limit <= 3  # one served, one or two queued: more would only wait longer
 
 
 async def test_acquire_waits_for_a_free_slot(autojump_clock: trio.testing.MockClock) -> None:
@@ -349,6 +364,7 @@ async def test_a_413_splits_and_an_event_too_large_alone_is_dropped(
     await until(lambda: pub.statistics().dropped == 1 and pub.statistics().delivered == 8)
     assert dropped(metrics, "too_large") == 1
     assert sorted(sink.delivered) == list(range(8))
+    await until(lambda: pub.statistics().dead_lettered == 1)  # written in a worker thread
     lines = [json.loads(line) for line in dead.read_text().splitlines()]
     assert len(lines) == 1
     assert (lines[0]["reason"], lines[0]["status"], lines[0]["publisher"]) == (
@@ -357,7 +373,6 @@ async def test_a_413_splits_and_an_event_too_large_alone_is_dropped(
         "p",
     )
     assert lines[0]["event"]["message"].strip() == "8"
-    assert pub.statistics().dead_lettered == 1
 
 
 # ---- bisection isolates exactly the poison events ---------------------------------------------

@@ -19,6 +19,15 @@ round-trip time the destination shows.
 
   then ``past`` absorbs the interval's mean.
 
+One guard is ours. A sink that serves requests one at a time answers k requests in flight in
+about k times its service time; ``past`` then follows the mean up step by step, and noise alone
+lets the limit creep up while every request just waits longer. So the lowest interval mean is
+kept as the *floor*, the latency without queueing (taken afresh whenever the limit is 1, when
+nothing of ours waits, so that a sink that became slower for good is re-measured): an interval
+whose mean is over ``RTT_TOLERANCE`` (2) times the floor never grows the limit and shrinks it
+as rising latency does. A sink whose latency does not depend on the load (40 ms
+whatever the number in flight) keeps its mean at the floor, and the limit grows to the bound.
+
 A *slot* is held by one batch from the moment it is dispatched until it is settled (delivered,
 or dropped and counted), retries and splits included, so with ``max_in_flight=1`` batches are
 settled strictly in order. ``adaptive=False`` fixes the limit at ``max_in_flight``.
@@ -39,6 +48,7 @@ EWMA_ALPHA: Final = 0.4
 RTT_DEVIATION_SCALE: Final = 2.5
 #: RTTs closer than this are equal: clock arithmetic in floats must not decide "did not rise".
 RTT_RESOLUTION: Final = 1e-6
+RTT_TOLERANCE: Final = 2.0
 
 
 @final
@@ -49,6 +59,7 @@ class WindowStatistics:
     max_in_flight: int
     adaptive: bool
     past_rtt: float | None  #: the moving baseline, seconds (None before the first interval)
+    floor_rtt: float | None  #: the lowest interval mean (latency without queueing), seconds
     increases: int  #: times the limit grew
     decreases: int  #: times it shrank
 
@@ -98,6 +109,7 @@ class AdaptiveWindow:
         self._decrease_ratio = decrease_ratio
         self._scale = rtt_deviation_scale
         self._past = _Ewma(ewma_alpha)
+        self._floor: float | None = None  # the lowest interval mean: latency without queueing
         self._sum = 0.0
         self._count = 0
         self._reached_limit = False
@@ -139,12 +151,18 @@ class AdaptiveWindow:
             return
         current = self._sum / self._count if self._count else None
         past = self._past.mean
+        queueing = False
+        if current is not None:
+            if self._floor is None or current < self._floor or self._limit == 1:
+                self._floor = current
+            queueing = current > RTT_TOLERANCE * self._floor + RTT_RESOLUTION
         if past is not None:
             threshold = math.sqrt(self._past.variance) * self._scale
             if (
                 self._limit < self._max
                 and self._reached_limit
                 and not self._back_pressure
+                and not queueing
                 and current is not None
                 and current <= past + RTT_RESOLUTION
             ):
@@ -153,6 +171,7 @@ class AdaptiveWindow:
                 self._wake()
             elif self._limit > 1 and (
                 self._back_pressure
+                or queueing
                 or (current is not None and current > past + threshold + RTT_RESOLUTION)
             ):
                 self._limit = max(1, min(self._limit - 1, int(self._limit * self._decrease_ratio)))
@@ -171,6 +190,7 @@ class AdaptiveWindow:
             max_in_flight=self._max,
             adaptive=self._adaptive,
             past_rtt=self._past.mean,
+            floor_rtt=self._floor,
             increases=self._increases,
             decreases=self._decreases,
         )
