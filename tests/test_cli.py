@@ -68,6 +68,23 @@ def test_hidden_json_converter_flag_selects_the_publishers_converter(
     assert "--json-converter" not in help_text  # a benchmark option, not a product one
 
 
+def test_delivery_flags_reach_every_publisher() -> None:
+    urls = ["--export-addr", "http://127.0.0.1:9/a", "--export-addr", "http://127.0.0.1:9/b"]
+    flags = ["--max-in-flight", "4", "--max-batch-bytes", "65536", "--max-retry-after", "7"]
+    config = _agent_config([*urls, *flags, "--dead-letter", "/var/dl/dead.jsonl"], {})
+    for destination, name in zip(config.destinations, ("http_service", "http_service_2")):
+        publisher = destination.publisher
+        assert (publisher.max_in_flight, publisher.max_batch_bytes) == (4, 65536)
+        assert publisher.max_retry_after == 7.0
+        assert publisher.dead_letter == f"/var/dl/dead.{name}.jsonl"  # one file each
+    one = _agent_config([urls[0], urls[1], "--dead-letter", "dead"], {})
+    assert one.destinations[0].publisher.dead_letter == "dead"
+    assert one.store_publisher.max_in_flight == 1  # one SQLite writer
+    assert _agent_config([], {}).destinations == ()
+    with pytest.raises(SystemExit):
+        _agent_config(["--max-batch-bytes", "100"], {})
+
+
 def test_flags_override_the_environment(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("s3cret\n")
