@@ -72,7 +72,8 @@ def test_delivery_flags_reach_every_publisher() -> None:
     urls = ["--export-addr", "http://127.0.0.1:9/a", "--export-addr", "http://127.0.0.1:9/b"]
     flags = ["--max-in-flight", "4", "--max-batch-bytes", "65536", "--max-retry-after", "7"]
     config = _agent_config([*urls, *flags, "--dead-letter", "/var/dl/dead.jsonl"], {})
-    for destination, name in zip(config.destinations, ("http_service", "http_service_2")):
+    names = ("http_service", "http_service_2")
+    for destination, name in zip(config.destinations, names, strict=True):
         publisher = destination.publisher
         assert (publisher.max_in_flight, publisher.max_batch_bytes) == (4, 65536)
         assert publisher.max_retry_after == 7.0
