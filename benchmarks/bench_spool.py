@@ -31,13 +31,13 @@ import trio
 
 from benchmarks.workload import request_pool
 from trio_events._metrics import Metrics
-from trio_events.agent._buffer import EventBuffer, MultiConsumerEventBuffer
+from trio_events.agent._buffer import EventBuffer, EventConsumer, MultiConsumerEventBuffer
 from trio_events.agent._ingest import AgentConfig, AggregatorAgent
 from trio_events.agent._spool import SpoolConfig, SpoolEventBuffer
 
 
 async def _drive(
-    buffer: EventBuffer, requests: list[bytes], metrics: Metrics
+    buffer: EventBuffer, consumer: EventConsumer, requests: list[bytes], metrics: Metrics
 ) -> tuple[float, float]:
     """Seconds spent ingesting ``requests``, and seconds spent settling them."""
     agent = AggregatorAgent(AgentConfig(), metrics=metrics, buffer=buffer)
@@ -46,8 +46,8 @@ async def _drive(
         t0 = time.perf_counter()
         agent._add_events(request)
         t1 = time.perf_counter()
-        batch = buffer.take_nowait("publisher", 1 << 30)
-        buffer.commit("publisher", batch)
+        batch = consumer.receive_nowait()
+        consumer.commit(batch)
         settle += time.perf_counter() - t1
         ingest += t1 - t0
         await trio.lowlevel.checkpoint()  # as between two RPCs: the checkpointer gets its turn
@@ -59,13 +59,13 @@ async def _run(
 ) -> tuple[float, float, float]:
     metrics = Metrics()
     memory = MultiConsumerEventBuffer(100_000, batch, metrics=metrics)
-    memory.register_consumer("publisher")
-    mem_s, _ = await _drive(memory, requests, metrics)
+    consumer = memory.open_consumer("publisher", max_batch_size=1 << 30)
+    mem_s, _ = await _drive(memory, consumer, requests, metrics)
     with SpoolEventBuffer(config, batch, metrics=metrics) as spool:
         async with trio.open_nursery() as nursery:
             await nursery.start(spool.run)
-            spool.register_consumer("publisher")
-            spool_s, settle_s = await _drive(spool, requests, metrics)
+            consumer = spool.open_consumer("publisher", max_batch_size=1 << 30)
+            spool_s, settle_s = await _drive(spool, consumer, requests, metrics)
             nursery.cancel_scope.cancel()
     return mem_s, spool_s, settle_s
 

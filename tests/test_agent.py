@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
     from grpclib._typing import IServable
 
+    from trio_events.agent import EventConsumer
+
 ADD_EVENTS = "/ray.rpc.events.EventAggregatorService/AddEvents"
 HEALTH_CHECK = "/ray.rpc.ReporterService/HealthCheck"
 OTLP_EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
@@ -47,6 +49,7 @@ class Running:
     agent: AggregatorAgent
     port: int
     metrics: Metrics
+    consumers: dict[str, EventConsumer]
 
 
 @asynccontextmanager
@@ -64,11 +67,10 @@ async def running_agent(
         publishers_enabled=publishers_enabled,
         task_metadata=task_metadata,
     )
-    for name in consumers:
-        agent.buffer.register_consumer(name)
+    handles = {name: agent.buffer.open_consumer(name) for name in consumers}
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         port = await nursery.start(agent.run)
-        yield Running(agent, port, metrics)
+        yield Running(agent, port, metrics, handles)
         nursery.cancel_scope.cancel()
 
 
@@ -78,6 +80,7 @@ class InMemory:
 
     agent: AggregatorAgent
     metrics: Metrics
+    consumers: dict[str, EventConsumer]
 
     async def add_events(self, req: pb.AddEventsRequest) -> pb.AddEventsReply:
         error, reply, _ = await self.call(req)
@@ -134,10 +137,9 @@ async def in_memory_agent(
         publishers_enabled=publishers_enabled,
         task_metadata=task_metadata,
     )
-    for name in consumers:
-        agent.buffer.register_consumer(name)
+    handles = {name: agent.buffer.open_consumer(name) for name in consumers}
     async with trio_asyncio.open_loop():
-        yield InMemory(agent, metrics)
+        yield InMemory(agent, metrics, handles)
 
 
 def event(i: int, event_type: int = pb.RayEvent.TASK_LIFECYCLE_EVENT) -> pb.RayEvent:
@@ -210,8 +212,11 @@ def request_of_size(size: int) -> bytes:
         padding += size - len(data)
 
 
-def taken(agent: AggregatorAgent, consumer: str = "pub") -> list[pb.RayEvent]:
-    batch = agent.buffer.take_nowait(consumer, 1_000_000)
+def taken(running: Running | InMemory, consumer: str = "pub") -> list[pb.RayEvent]:
+    try:
+        batch = running.consumers[consumer].receive_nowait()
+    except trio.WouldBlock:
+        return []
     events = [pb.RayEvent.FromString(b) for b in batch.blobs]
     assert batch.event_types == [e.event_type for e in events]
     return events
@@ -226,7 +231,7 @@ async def test_add_events_buffers_each_event_serialized() -> None:
         async with in_memory_agent() as running:
             reply = await running.add_events(request(*sent))
             assert reply == pb.AddEventsReply()  # Ray's reply: empty, status never set
-            assert taken(running.agent) == sent
+            assert taken(running) == sent
             assert running.metrics.value("ray_aggregator_agent_events_received_total") == 3
 
 
@@ -249,7 +254,7 @@ async def test_grpcio_client_add_events_and_empty_request() -> None:
                 (ADD_EVENTS, b""),  # an empty AddEventsRequest is accepted, as in Ray
             )
             assert outcomes == [(grpc.StatusCode.OK, None)] * 2
-            assert taken(running.agent) == [event(0)]
+            assert taken(running) == [event(0)]
 
 
 async def test_unknown_fields_and_enum_values_pass_through() -> None:
@@ -259,7 +264,7 @@ async def test_unknown_fields_and_enum_values_pass_through() -> None:
     with trio.fail_after(DEADLINE):
         async with in_memory_agent() as running:
             await running.add_events(request(newer))
-            batch = running.agent.buffer.take_nowait("pub", 10)
+            batch = running.consumers["pub"].receive_nowait()
     assert batch.event_types == [77]
     assert unknown_field in batch.blobs[0]
     assert pb.RayEvent.FromString(batch.blobs[0]).SerializeToString() == batch.blobs[0]
@@ -321,7 +326,7 @@ async def test_concurrent_clients_keep_every_event_in_per_client_order() -> None
                     nursery.start_soon(grpclib_client, running.port, client)
                 for client in range(4, 7):
                     nursery.start_soon(grpcio_client, running.port, client)
-            events = taken(running.agent)
+            events = taken(running)
     ids = [int(e.event_id.split(b"-")[1]) for e in events]
     assert len(ids) == len(set(ids)) == 7 * requests_each * per_client
     for client in range(7):
@@ -366,7 +371,7 @@ async def test_malformed_request_is_invalid_argument_and_server_keeps_serving() 
             ]
             assert outcomes[0][1] is not None
             assert outcomes[0][1].startswith("The AddEventsRequest could not be parsed")
-            assert taken(running.agent) == [event(0)]
+            assert taken(running) == [event(0)]
             labels = {"reason": "malformed"}
             assert running.metrics.value("trio_events_agent_invalid_requests_total", labels) == 2
             assert running.metrics.value("ray_aggregator_agent_events_received_total") == 1
@@ -406,7 +411,7 @@ async def test_oversized_request_is_refused_as_too_large_in_its_trailing_metadat
             assert trailers[REFUSAL_KEY] == TOO_LARGE
             _, _, trailers = await running.call(request(event(1)))
             assert REFUSAL_KEY not in trailers
-            assert taken(running.agent) == [event(1)]
+            assert taken(running) == [event(1)]
 
 
 async def test_unknown_method_is_unimplemented_and_nothing_else_is_disturbed() -> None:
@@ -421,7 +426,7 @@ async def test_unknown_method_is_unimplemented_and_nothing_else_is_disturbed() -
                 (grpc.StatusCode.UNIMPLEMENTED, "Method not found"),
                 (grpc.StatusCode.OK, None),
             ]
-            assert taken(running.agent) == [event(0)]
+            assert taken(running) == [event(0)]
 
 
 # ---- authentication ---------------------------------------------------------------------------
@@ -451,7 +456,7 @@ async def test_bearer_token_is_required_when_configured() -> None:
                 running.port, (ADD_EVENTS, good), metadata=[("authorization", "Bearer s3cret")]
             )
             assert outcomes == [(grpc.StatusCode.OK, None)]
-            assert taken(running.agent) == [event(2), event(0)]
+            assert taken(running) == [event(2), event(0)]
             labels = {"reason": "unauthenticated"}
             assert running.metrics.value("trio_events_agent_invalid_requests_total", labels) == 5
 
@@ -467,7 +472,7 @@ async def test_drop_oldest_is_the_default_and_counts_evictions() -> None:
     with trio.fail_after(DEADLINE):
         async with in_memory_agent(AgentConfig(buffer_size=2)) as running:
             await running.add_events(request(event(0, 1), event(1), event(2)))
-            assert taken(running.agent) == [event(1), event(2)]
+            assert taken(running) == [event(1), event(2)]
             labels = {"consumer": "pub", "event_type": "TASK_DEFINITION_EVENT"}
             dropped = "ray_aggregator_agent_queue_dropped_events_total"
             assert running.metrics.value(dropped, labels) == 1
@@ -490,9 +495,9 @@ async def test_reject_policy_refuses_a_request_that_would_evict_unread_events() 
             assert running.metrics.value("trio_events_agent_rejected_events_total") == 2
             assert running.metrics.value("ray_aggregator_agent_events_received_total") == 3
 
-            assert len(taken(running.agent)) == 3  # the publisher catches up: room again
+            assert len(taken(running)) == 3  # the publisher catches up: room again
             await running.add_events(request(event(3), event(4)))
-            assert taken(running.agent) == [event(3), event(4)]
+            assert taken(running) == [event(3), event(4)]
 
 
 async def test_without_publishers_events_are_accepted_counted_and_discarded(

@@ -22,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from trio_events import pb
 from trio_events._metrics import Metrics
-from trio_events.agent._buffer import EventBatch, MultiConsumerEventBuffer
+from trio_events.agent._buffer import EventBatch, EventConsumer, MultiConsumerEventBuffer
 from trio_events.agent._spool import SpoolConfig, SpoolEventBuffer
 
 if TYPE_CHECKING:
@@ -73,12 +73,19 @@ def make_buffer(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Buff
         spool.close_database()
 
 
-def forget(buf: AnyBuffer, name: str) -> None:
-    """The in-memory buffer's unregister; a spool's unregister keeps the consumer's place."""
+def forget(buf: AnyBuffer, consumer: EventConsumer) -> None:
+    """Closing a handle lets the consumer go in memory; a spool keeps its place until forgotten."""
+    consumer.close()
     if isinstance(buf, SpoolEventBuffer):
-        buf.forget_consumer(name)
-    else:
-        buf.unregister_consumer(name)
+        buf.forget_consumer(consumer.name)
+
+
+def take(consumer: EventConsumer, k: int) -> EventBatch:
+    """Up to ``k`` unread events now (an empty batch when there is none)."""
+    try:
+        return consumer.receive_nowait(max_items=k)
+    except trio.WouldBlock:
+        return EventBatch([], [], -1)
 
 
 def add_range(buf: AnyBuffer, start: int, stop: int) -> None:
@@ -93,10 +100,10 @@ async def test_add_and_consume_event_basic(
     autojump_clock: trio.testing.MockClock, make_buffer: BufferFactory
 ) -> None:
     buf = make_buffer(max_size=10, max_batch_size=5)
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=0.1)
     buf.add_nowait(TASK_LIFECYCLE, blob(0))
     assert len(buf) == 1
-    batch = await buf.wait_for_batch("c", 0.1)
+    batch = await c.receive()
     assert batch.blobs == [blob(0)]
     assert batch.event_types == [TASK_LIFECYCLE]
 
@@ -107,37 +114,58 @@ def test_add_event_buffer_overflow(make_buffer: BufferFactory) -> None:
     assert len(buf) == 3
 
 
-async def test_wait_for_batch_multiple_events(
+async def test_receive_multiple_events(
     autojump_clock: trio.testing.MockClock, make_buffer: BufferFactory
 ) -> None:
     buf = make_buffer(max_size=10, max_batch_size=3)
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=0.1)
     add_range(buf, 0, 5)
-    assert (await buf.wait_for_batch("c", 0.1)).blobs == [blob(i) for i in range(3)]
-    assert (await buf.wait_for_batch("c", 0.1)).blobs == [blob(3), blob(4)]
+    assert (await c.receive()).blobs == [blob(i) for i in range(3)]
+    assert (await c.receive()).blobs == [blob(3), blob(4)]
 
 
-async def test_wait_for_batch_unknown_consumer(
+async def test_a_closed_consumer_refuses_every_use(
     autojump_clock: trio.testing.MockClock, make_buffer: BufferFactory
 ) -> None:
     buf = make_buffer()
-    with pytest.raises(
-        KeyError, match=r"^\"No consumer named 'x' is registered with this buffer.\"$"
-    ):
-        await buf.wait_for_batch("x", 0.1)
-    with pytest.raises(KeyError, match="No consumer named 'x'"):
-        buf.take_nowait("x", 1)
-    with pytest.raises(KeyError, match="No consumer named 'x'"):
-        buf.unregister_consumer("x")
+    add_range(buf, 0, 2)
+    c = buf.open_consumer("c")
+    batch = c.receive_nowait()
+    c.close()
+    c.close()  # idempotent
+    message = r"^The consumer 'c' is closed\.$"
+    with pytest.raises(trio.ClosedResourceError, match=message):
+        await c.receive()
+    with pytest.raises(trio.ClosedResourceError, match=message):
+        c.receive_nowait()
+    with pytest.raises(trio.ClosedResourceError, match=message):
+        c.commit(batch)
+    assert c.closed
+    assert "c" not in buf.statistics().consumers
 
 
-def test_register_consumer_duplicate(make_buffer: BufferFactory) -> None:
+def test_open_consumer_duplicate(make_buffer: BufferFactory) -> None:
     buf = make_buffer()
-    buf.register_consumer("c")
+    buf.open_consumer("c")
     with pytest.raises(
-        ValueError, match=r"^A consumer named 'c' is already registered with this buffer\.$"
+        ValueError, match=r"^A consumer named 'c' is already open on this buffer\.$"
     ):
-        buf.register_consumer("c")
+        buf.open_consumer("c")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"linger": -1.0}, r"^linger must be a number of seconds >= 0, got -1\.0\.$"),
+        ({"max_batch_size": 0}, r"^max_batch_size must be an int >= 1, got 0\.$"),
+        ({"max_batch_bytes": 0}, r"^max_batch_bytes must be None or an int >= 1, got 0\.$"),
+    ],
+)
+def test_open_consumer_validates(
+    make_buffer: BufferFactory, kwargs: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_buffer().open_consumer("c", **kwargs)  # type: ignore[arg-type]
 
 
 async def test_multiple_consumers_independent_cursors(
@@ -145,30 +173,30 @@ async def test_multiple_consumers_independent_cursors(
     make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_size=4, max_batch_size=2)
-    buf.register_consumer("one")
-    buf.register_consumer("two")
+    one = buf.open_consumer("one", linger=0.1)
+    two = buf.open_consumer("two", linger=0.1)
     add_range(buf, 0, 4)
-    assert (await buf.wait_for_batch("one", 0.1)).blobs == [blob(0), blob(1)]
-    assert (await buf.wait_for_batch("one", 0.1)).blobs == [blob(2), blob(3)]
+    assert (await one.receive()).blobs == [blob(0), blob(1)]
+    assert (await one.receive()).blobs == [blob(2), blob(3)]
     # "two" has read nothing, so nothing was freed: four more adds evict events 0-3.
     add_range(buf, 4, 8)
-    assert (await buf.wait_for_batch("one", 0.1)).blobs == [blob(4), blob(5)]
-    assert (await buf.wait_for_batch("two", 0.1)).blobs == [blob(4), blob(5)]
+    assert (await one.receive()).blobs == [blob(4), blob(5)]
+    assert (await two.receive()).blobs == [blob(4), blob(5)]
     stats = buf.statistics()
     assert stats.consumers["one"].evicted == 0
     assert stats.consumers["two"].evicted == 4
 
 
-async def test_wait_for_batch_blocks_until_event_available(
+async def test_receive_blocks_until_event_available(
     autojump_clock: trio.testing.MockClock,
     make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_batch_size=1)
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=0.1)
     got: list[EventBatch] = []
 
     async def consume() -> None:
-        got.append(await buf.wait_for_batch("c", 0.1))
+        got.append(await c.receive())
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consume)
@@ -184,7 +212,7 @@ async def test_concurrent_producer_consumer_random_sleeps(
 ) -> None:
     rng = random.Random(1)
     buf = make_buffer(max_size=1000, max_batch_size=7)
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=0.05)
     received: list[bytes] = []
 
     async def produce() -> None:
@@ -194,7 +222,7 @@ async def test_concurrent_producer_consumer_random_sleeps(
 
     async def consume() -> None:
         while len(received) < 300:
-            received.extend((await buf.wait_for_batch("c", 0.05)).blobs)
+            received.extend((await c.receive()).blobs)
             await trio.sleep(rng.random() * 0.02)
 
     with trio.fail_after(60):
@@ -209,12 +237,12 @@ async def test_events_are_evicted_once_consumed_by_all_consumers(
     make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_size=100, max_batch_size=2)
-    buf.register_consumer("one")
-    buf.register_consumer("two")
+    one = buf.open_consumer("one", linger=0.1)
+    two = buf.open_consumer("two", linger=0.1)
     add_range(buf, 0, 10)
-    await buf.wait_for_batch("one", 0.1)
+    await one.receive()
     assert len(buf) == 10
-    await buf.wait_for_batch("two", 0.1)
+    await two.receive()
     assert len(buf) == 8
 
 
@@ -224,12 +252,12 @@ async def test_events_are_evicted_once_consumed_by_all_consumers(
 def test_eviction_is_charged_per_consumer_and_event_type(make_buffer: BufferFactory) -> None:
     metrics = Metrics()
     buf = make_buffer(3, 10, metrics=metrics)
-    buf.register_consumer("fast")
-    buf.register_consumer("slow")
+    fast = buf.open_consumer("fast", linger=0.1)
+    slow = buf.open_consumer("slow", linger=0.1)
     buf.add_nowait(1, blob(0))
     buf.add_nowait(2, blob(1))
     buf.add_nowait(99, blob(2))  # a type newer than our schema
-    buf.take_nowait("fast", 2)
+    take(fast, 2)
     buf.add_many_nowait([2, 2, 2], [blob(3), blob(4), blob(5)])  # evicts 0, 1, 2
 
     def dropped(consumer: str, event_type: str) -> float:
@@ -241,7 +269,7 @@ def test_eviction_is_charged_per_consumer_and_event_type(make_buffer: BufferFact
     assert dropped("slow", "99") == 1
     assert dropped("fast", "99") == 1  # fast had read events 0 and 1 only
     assert dropped("fast", "TASK_LIFECYCLE_EVENT") == 0
-    assert buf.take_nowait("slow", 10).blobs == [blob(3), blob(4), blob(5)]
+    assert take(slow, 10).blobs == [blob(3), blob(4), blob(5)]
     stats = buf.statistics()
     assert (stats.evicted, stats.added) == (3, 6)
     assert stats.consumers["slow"].evicted == 3
@@ -250,10 +278,10 @@ def test_eviction_is_charged_per_consumer_and_event_type(make_buffer: BufferFact
 def test_add_many_more_than_capacity_keeps_the_newest(make_buffer: BufferFactory) -> None:
     metrics = Metrics()
     buf = make_buffer(4, 10, metrics=metrics)
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=0.1)
     add_range(buf, 0, 2)
     buf.add_many_nowait([TASK_LIFECYCLE] * 7, [blob(i) for i in range(2, 9)])
-    batch = buf.take_nowait("c", 10)
+    batch = take(c, 10)
     assert batch.blobs == [blob(i) for i in range(5, 9)]
     # The spool numbers only the events it stores; in memory the evicted ones had numbers too.
     assert batch.first_sequence == (2 if buf.durable else 5)
@@ -278,9 +306,9 @@ def test_without_consumers_events_accumulate_and_a_late_consumer_sees_them(
     add_range(buf, 0, 8)
     assert len(buf) == 5
     assert buf.free_slots() == 0
-    buf.register_consumer("late")
-    assert buf.unread("late") == 5
-    assert buf.take_nowait("late", 2).blobs == [blob(3), blob(4)]
+    late = buf.open_consumer("late", linger=0.1)
+    assert late.statistics().unread == 5
+    assert take(late, 2).blobs == [blob(3), blob(4)]
     assert len(buf) == 3  # read by every consumer, so freed
     assert buf.free_slots() == 2
 
@@ -289,25 +317,25 @@ def test_unregistering_the_slowest_consumer_frees_what_the_others_read(
     make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer()
-    buf.register_consumer("fast")
-    buf.register_consumer("slow")
+    fast = buf.open_consumer("fast", linger=0.1)
+    slow = buf.open_consumer("slow", linger=0.1)
     add_range(buf, 0, 6)
-    buf.take_nowait("fast", 4)
+    take(fast, 4)
     assert len(buf) == 6
-    forget(buf, "slow")
+    forget(buf, slow)
     assert len(buf) == 2
 
 
 def test_gauges_are_computed_when_scraped(make_buffer: BufferFactory) -> None:
     metrics = Metrics()
     buf = make_buffer(10, 5, metrics=metrics)
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=0.1)
     add_range(buf, 0, 4)
-    buf.take_nowait("c", 1)
+    take(c, 1)
     assert metrics.value("trio_events_buffer_events") == 3
     assert metrics.value("trio_events_buffer_capacity") == 10
     assert metrics.value("trio_events_buffer_unread_events", {"consumer": "c"}) == 3
-    buf.unregister_consumer("c")
+    c.close()
     assert metrics.value("trio_events_buffer_unread_events", {"consumer": "c"}) == 0
 
 
@@ -332,7 +360,7 @@ def test_constructor_validates(
         MultiConsumerEventBuffer(**kwargs, metrics=Metrics())  # type: ignore[arg-type]
 
 
-# ---- wait_for_batch: linger in virtual time, checkpoints, cancellation, close -----------------
+# ---- receive: linger in virtual time, checkpoints, cancellation, close -----------------
 
 
 async def test_linger_returns_a_partial_batch_after_the_timeout(
@@ -340,10 +368,10 @@ async def test_linger_returns_a_partial_batch_after_the_timeout(
     make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_batch_size=10)
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=5.0)
     buf.add_nowait(TASK_LIFECYCLE, blob(0))
     start = trio.current_time()
-    batch = await buf.wait_for_batch("c", 5.0)
+    batch = await c.receive()
     assert batch.blobs == [blob(0)]
     assert trio.current_time() - start == pytest.approx(5.0)
 
@@ -353,7 +381,7 @@ async def test_linger_deadline_starts_at_the_first_event(
     make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_batch_size=10)
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=5.0)
     start = trio.current_time()
 
     async def produce() -> None:
@@ -364,7 +392,7 @@ async def test_linger_deadline_starts_at_the_first_event(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(produce)
-        batch = await buf.wait_for_batch("c", 5.0)
+        batch = await c.receive()
     assert batch.blobs == [blob(0), blob(1), blob(2)]
     assert trio.current_time() - start == pytest.approx(8.0)
 
@@ -374,7 +402,7 @@ async def test_a_full_batch_returns_without_waiting_for_the_timeout(
     make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_batch_size=3)
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=100.0)
     start = trio.current_time()
 
     async def produce() -> None:
@@ -384,34 +412,34 @@ async def test_a_full_batch_returns_without_waiting_for_the_timeout(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(produce)
-        batch = await buf.wait_for_batch("c", 100.0)
+        batch = await c.receive()
     assert batch.blobs == [blob(0), blob(1), blob(2)]
     assert trio.current_time() - start == pytest.approx(2.0)
-    assert buf.unread("c") == 2
+    assert c.statistics().unread == 2
 
 
 @pytest.mark.parametrize("linger", [0.0, 1.0])
-async def test_wait_for_batch_is_a_checkpoint_even_when_events_are_ready(
+async def test_receive_is_a_checkpoint_even_when_events_are_ready(
     linger: float, autojump_clock: trio.testing.MockClock, make_buffer: BufferFactory
 ) -> None:
     buf = make_buffer(max_batch_size=2)
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=linger)
     add_range(buf, 0, 2 if linger else 1)
     with trio.testing.assert_checkpoints():
-        await buf.wait_for_batch("c", linger)
+        await c.receive()
 
 
-async def test_cancelled_wait_for_batch_does_not_take_events(
+async def test_cancelled_receive_does_not_take_events(
     autojump_clock: trio.testing.MockClock,
     make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer()
-    buf.register_consumer("c")
+    c = buf.open_consumer("c")
     add_range(buf, 0, 3)
     with trio.CancelScope() as scope:
         scope.cancel()
-        await buf.wait_for_batch("c", 0.0)
-    assert buf.unread("c") == 3
+        await c.receive()
+    assert c.statistics().unread == 3
 
 
 async def test_cancel_while_waiting_for_the_first_event_loses_nothing(
@@ -419,14 +447,14 @@ async def test_cancel_while_waiting_for_the_first_event_loses_nothing(
     make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer()
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=10.0)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(buf.wait_for_batch, "c", 10.0)
+        nursery.start_soon(c.receive)
         await trio.testing.wait_all_tasks_blocked()
         add_range(buf, 0, 2)  # wakes the waiter ...
         nursery.cancel_scope.cancel()  # ... which is cancelled before it runs again
-    assert buf.unread("c") == 2
-    assert (await buf.wait_for_batch("c", 0.0)).blobs == [blob(0), blob(1)]
+    assert c.statistics().unread == 2
+    assert c.receive_nowait().blobs == [blob(0), blob(1)]
 
 
 async def test_cancel_during_the_linger_loses_nothing(
@@ -434,16 +462,16 @@ async def test_cancel_during_the_linger_loses_nothing(
     make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_batch_size=10)
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=10.0)
     add_range(buf, 0, 1)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(buf.wait_for_batch, "c", 10.0)
+        nursery.start_soon(c.receive)
         await trio.sleep(1)  # the waiter has the first event in sight and lingers
         add_range(buf, 1, 3)
         await trio.sleep(1)
         nursery.cancel_scope.cancel()
-    assert buf.unread("c") == 3
-    assert (await buf.wait_for_batch("c", 0.0)).blobs == [blob(0), blob(1), blob(2)]
+    assert c.statistics().unread == 3
+    assert c.receive_nowait().blobs == [blob(0), blob(1), blob(2)]
 
 
 async def test_random_cancellations_never_lose_or_duplicate(
@@ -452,7 +480,7 @@ async def test_random_cancellations_never_lose_or_duplicate(
 ) -> None:
     rng = random.Random(7)
     buf = make_buffer(max_size=10_000, max_batch_size=5)
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=0.02)
     received: list[bytes] = []
 
     async def produce() -> None:
@@ -465,7 +493,7 @@ async def test_random_cancellations_never_lose_or_duplicate(
         while True:
             with trio.move_on_after(rng.random() * 0.03):
                 try:
-                    received.extend((await buf.wait_for_batch("c", 0.02)).blobs)
+                    received.extend((await c.receive()).blobs)
                 except trio.EndOfChannel:
                     return
 
@@ -479,14 +507,14 @@ async def test_close_lets_consumers_drain_then_ends(
     autojump_clock: trio.testing.MockClock, make_buffer: BufferFactory
 ) -> None:
     buf = make_buffer(max_batch_size=10)
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=5.0)
     add_range(buf, 0, 2)
     buf.close()
     start = trio.current_time()
-    assert (await buf.wait_for_batch("c", 5.0)).blobs == [blob(0), blob(1)]
+    assert (await c.receive()).blobs == [blob(0), blob(1)]
     assert trio.current_time() == start  # no linger once closed
     with pytest.raises(trio.EndOfChannel):
-        await buf.wait_for_batch("c", 5.0)
+        await c.receive()
     with pytest.raises(trio.ClosedResourceError, match="accepts no more events"):
         buf.add_nowait(TASK_LIFECYCLE, blob(2))
     with pytest.raises(trio.ClosedResourceError):
@@ -497,13 +525,13 @@ async def test_close_wakes_blocked_consumers(
     autojump_clock: trio.testing.MockClock, make_buffer: BufferFactory
 ) -> None:
     buf = make_buffer()
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=1.0)
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
 
             async def consume() -> None:
                 with pytest.raises(trio.EndOfChannel):
-                    await buf.wait_for_batch("c", 1.0)
+                    await c.receive()
 
             nursery.start_soon(consume)
             await trio.testing.wait_all_tasks_blocked()
@@ -511,22 +539,91 @@ async def test_close_wakes_blocked_consumers(
             await buf.aclose()
 
 
-async def test_unregister_wakes_its_waiter_with_key_error(
+async def test_closing_a_consumer_wakes_its_waiters_with_closed_resource_error(
     autojump_clock: trio.testing.MockClock,
     make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer()
-    buf.register_consumer("c")
+    c = buf.open_consumer("c", linger=1.0)
+    add_range(buf, 0, 1)  # one waiter lingers for a full batch, the other waits for events
+    other = buf.open_consumer("other")
+    other.receive_nowait()
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
 
-            async def consume() -> None:
-                with pytest.raises(KeyError, match="No consumer named 'c'"):
-                    await buf.wait_for_batch("c", 1.0)
+            async def consume(consumer: EventConsumer) -> None:
+                with pytest.raises(trio.ClosedResourceError, match="is closed"):
+                    await consumer.receive()
 
-            nursery.start_soon(consume)
+            nursery.start_soon(consume, c)
+            nursery.start_soon(consume, other)
             await trio.testing.wait_all_tasks_blocked()
-            buf.unregister_consumer("c")
+            assert buf.statistics().tasks_waiting == 2
+            assert c.statistics().tasks_waiting == 1
+            c.close()
+            await other.aclose()
+    assert buf.statistics().consumers == {}
+
+
+async def test_async_iteration_ends_when_the_buffer_is_closed_and_read(
+    autojump_clock: trio.testing.MockClock, make_buffer: BufferFactory
+) -> None:
+    buf = make_buffer(max_batch_size=2)
+    add_range(buf, 0, 5)
+    buf.close()
+    with buf.open_consumer("c") as c:
+        assert [b.blobs async for b in c] == [[blob(0), blob(1)], [blob(2), blob(3)], [blob(4)]]
+        with pytest.raises(trio.EndOfChannel):
+            c.receive_nowait()
+    assert c.closed
+
+
+async def test_every_async_method_is_a_checkpoint(
+    autojump_clock: trio.testing.MockClock, make_buffer: BufferFactory
+) -> None:
+    buf = make_buffer()
+    add_range(buf, 0, 3)
+    c = buf.open_consumer("c")
+    with trio.testing.assert_checkpoints():
+        await c.receive()
+    with trio.testing.assert_checkpoints():
+        await c.aclose()
+    with trio.testing.assert_checkpoints():
+        await buf.aclose()
+
+
+def test_batches_are_bounded_by_bytes_and_a_big_event_goes_alone(
+    make_buffer: BufferFactory,
+) -> None:
+    buf = make_buffer(max_batch_size=10)
+    sizes = [30, 30, 30, 200, 10, 10, 50]
+    buf.add_many_nowait([TASK_LIFECYCLE] * len(sizes), [b"x" * n for n in sizes])
+    c = buf.open_consumer("c", max_batch_bytes=70)
+    got = []
+    while True:
+        try:
+            got.append([len(b) for b in c.receive_nowait().blobs])
+        except trio.WouldBlock:
+            break
+    assert got == [[30, 30], [30], [200], [10, 10, 50]]
+
+
+async def test_commits_advance_the_committed_position_over_a_contiguous_prefix(
+    autojump_clock: trio.testing.MockClock, make_buffer: BufferFactory
+) -> None:
+    buf = make_buffer(max_batch_size=2)
+    add_range(buf, 0, 6)
+    c = buf.open_consumer("c")
+    first, second, third = (c.receive_nowait() for _ in range(3))
+    start = first.first_sequence
+    assert (c.statistics().committed, c.statistics().uncommitted) == (start, 6)
+    c.commit(second)  # out of order: the position waits for the first batch
+    assert (c.statistics().committed, c.statistics().uncommitted) == (start, 4)
+    c.commit(first)
+    assert c.statistics().committed == third.first_sequence
+    c.commit(third)
+    c.commit(third)  # a second commit of the same batch changes nothing
+    assert (c.statistics().committed, c.statistics().uncommitted) == (start + 6, 0)
 
 
 async def test_two_waiters_of_one_consumer_split_events_without_duplicates(
@@ -534,11 +631,11 @@ async def test_two_waiters_of_one_consumer_split_events_without_duplicates(
     make_buffer: BufferFactory,
 ) -> None:
     buf = make_buffer(max_batch_size=2)
-    buf.register_consumer("c")
+    c = buf.open_consumer("c")
     got: list[bytes] = []
 
     async def consume() -> None:
-        got.extend((await buf.wait_for_batch("c", 0.0)).blobs)
+        got.extend((await c.receive()).blobs)
 
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
@@ -604,6 +701,7 @@ class BufferMachine(RuleBasedStateMachine):
         self.added_since: dict[str, int] = {}
         self.consumed: dict[str, int] = {}
         self.last_seen: dict[str, int] = {}
+        self.handles: dict[str, EventConsumer] = {}
 
     def new_buffer(self) -> AnyBuffer:
         return MultiConsumerEventBuffer(self.MAX_SIZE, 4, metrics=self.metrics)
@@ -626,33 +724,36 @@ class BufferMachine(RuleBasedStateMachine):
         self.buf.add_many_nowait([t for t, _ in events], [d for _, d in events])
 
     @rule(name=NAMES)
-    def register(self, name: str) -> None:
+    def open(self, name: str) -> None:
         if name in self.model.cursors:
-            with pytest.raises(ValueError, match="already registered"):
-                self.buf.register_consumer(name)
+            with pytest.raises(ValueError, match="already open"):
+                self.buf.open_consumer(name)
             return
-        self.buf.register_consumer(name)
+        self.handles[name] = self.buf.open_consumer(name, max_batch_size=8)
         self.model.cursors[name] = 0
         self.added_since[name] = len(self.model.queue)
         self.consumed[name] = 0
 
-    @rule(name=NAMES)
-    def unregister(self, name: str) -> None:
-        if name not in self.model.cursors:
-            with pytest.raises(KeyError):
-                forget(self.buf, name)
-            return
-        forget(self.buf, name)
+    @precondition(lambda self: self.model.cursors)
+    @rule(data=st.data())
+    def close(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from(sorted(self.model.cursors)))
+        forget(self.buf, self.handles.pop(name))
         del self.model.cursors[name], self.added_since[name], self.consumed[name]
         self.last_seen.pop(name, None)  # a new registration starts again at the oldest event
         self.model.evict_consumed()
 
     @precondition(lambda self: self.model.cursors)
-    @rule(data=st.data(), k=st.integers(0, 8))
+    @rule(data=st.data(), k=st.integers(1, 8))
     def take(self, data: st.DataObject, k: int) -> None:
         name = data.draw(st.sampled_from(sorted(self.model.cursors)))
-        batch = self.buf.take_nowait(name, k)
-        self.buf.commit(name, batch)  # settled at once: a spool then frees what it can
+        consumer = self.handles[name]
+        if consumer.statistics().unread == 0:
+            with pytest.raises(trio.WouldBlock):
+                consumer.receive_nowait(max_items=k)
+        batch = take(consumer, k)
+        if batch:
+            consumer.commit(batch)  # settled at once: a spool then frees what it can
         expected = self.model.take(name, k)
         assert list(batch) == expected
         self.consumed[name] += len(batch)

@@ -20,6 +20,7 @@ from trio_events import pb
 from trio_events._cli._agent import ray_labels, service_config_from_args, warn_about
 from trio_events._cli._docs import configuration_markdown
 from trio_events._cli._main import _JsonFormatter, build_parser, main, parse
+from trio_events._cli._settings import ArgumentError
 from trio_events._cli._tables import COMMANDS, GLOBAL_SETTINGS
 from trio_events.agent._publisher_config import DEFAULT_EXPOSABLE_EVENT_TYPES
 from trio_events.agent._service import DEFAULT_METRICS_LISTEN
@@ -82,6 +83,26 @@ def test_hidden_json_converter_flag_selects_the_publishers_converter(
     help_text = capsys.readouterr().out
     assert "--linger" in help_text
     assert "--json-converter" not in help_text  # a benchmark option, not a product one
+
+
+def test_delivery_flags_reach_every_publisher() -> None:
+    urls = ["--export-addr", "http://127.0.0.1:9/a", "--export-addr", "http://127.0.0.1:9/b"]
+    flags = ["--max-in-flight", "4", "--max-batch-bytes", "65536", "--max-retry-after", "7"]
+    config = _agent_config([*urls, *flags, "--dead-letter", "/var/dl/dead.jsonl"], {})
+    names = ("http_service", "http_service_2")
+    for destination, name in zip(config.destinations, names, strict=True):
+        publisher = destination.publisher
+        assert (publisher.max_in_flight, publisher.max_batch_bytes) == (4, 65536)
+        assert publisher.max_retry_after == 7.0
+        assert publisher.dead_letter == f"/var/dl/dead.{name}.jsonl"  # one file each
+    one = _agent_config([urls[0], urls[1], "--dead-letter", "dead"], {})
+    assert one.destinations[0].publisher.dead_letter == "dead"
+    assert one.store_publisher.max_in_flight == 1  # one SQLite writer
+    assert _agent_config([], {}).destinations == ()
+    with pytest.raises(
+        ArgumentError, match=r"--max-batch-bytes: expected a whole number of bytes >= 1024"
+    ):
+        _agent_config(["--max-batch-bytes", "100"], {})
 
 
 def test_flags_override_the_environment(tmp_path: Path) -> None:

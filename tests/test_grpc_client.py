@@ -266,7 +266,7 @@ async def test_flush_from_other_tasks_during_the_recorders_lifetime() -> None:
 async def test_our_agent_says_too_large_or_full_and_the_client_tells_them_apart() -> None:
     config = AgentConfig(max_message_bytes=2000, buffer_size=1, on_full="reject")
     agent = AggregatorAgent(config, metrics=Metrics())
-    agent.buffer.register_consumer("pub")
+    agent.buffer.open_consumer("pub")
     big = pb.AddEventsRequest()
     RayDriverJobDefinitionEvent(job_id=JOB, entrypoint="x" * 5000).serialize_into(
         big.events_data.events.add()

@@ -8,6 +8,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -161,7 +162,10 @@ async def test_503_then_200_retries_once_after_rays_first_backoff(nursery, autoj
     assert h.value("ray_aggregator_agent_publish_latency_seconds_count", Outcome="success") == 1
     assert h.value("ray_aggregator_agent_consecutive_failures_since_last_success") == 0
     assert h.value("ray_aggregator_agent_publish_failures_total") == 0
-    assert h.stats() == PublisherStatistics(NAME, 3, 0, 0, 0, 0, 0, 2, 0, False)
+    # The window's own figures are checked in test_delivery.py.
+    assert attrs.evolve(h.stats(), in_flight_limit=1, batches_in_flight=0) == PublisherStatistics(
+        NAME, 3, 0, 0, 0, 0, 0, 2, 0, False
+    )
 
 
 async def test_the_first_batch_lingers_for_rays_send_interval(nursery, autojump_clock) -> None:
@@ -212,27 +216,47 @@ async def test_retry_after_is_capped(nursery, autojump_clock) -> None:
     assert h.sink.times[1] - h.sink.times[0] == pytest.approx(60.0)
 
 
-async def test_400_is_permanent_dropped_counted_and_logged_once(
+def refusing(poison: set[str], status: int = 400, detail: str = "bad event") -> Step:
+    """A sink step that refuses (``status``) every body holding one of the ``poison`` ids."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if poison & set(event_ids(request.content)):
+            return httpx.Response(status, json={"error": detail})
+        return httpx.Response(200)
+
+    return handle
+
+
+def eid(i: int) -> str:
+    return event_ids(protobuf_reference_dumps([make_event(i)]))[0]
+
+
+async def test_400_is_permanent_bisected_and_only_the_refused_event_dropped(
     nursery, autojump_clock, caplog
 ) -> None:
-    bad = httpx.Response(400, json={"error": "field taskId is not a UUID"})
-    h = Harness(Sink(bad, 200))
+    sink = Sink()
+    sink.default = refusing({eid(2)}, detail="field taskId is not a UUID")
+    h = Harness(sink)
     await nursery.start(h.publisher.run)
     add_events(h.buffer, [make_event(i) for i in range(4)])
-    await until(lambda: h.stats().dropped == 4)
+    await until(lambda: h.stats().dropped == 1 and h.stats().delivered == 3)
     await trio.sleep(1)
-    assert len(h.sink.requests) == 1  # exactly one attempt
-    assert h.value("ray_aggregator_agent_publish_failures_total") == 4
-    assert h.dropped("http_400") == 4
-    assert h.value("ray_aggregator_agent_consecutive_failures_since_last_success") == 1
+    # [0 1 2 3] refused, [0 1] delivered, [2 3] refused, [2] refused and dropped, [3] delivered:
+    # no retry of a permanent refusal, each part posted once.
+    assert [event_ids(b) for b in sink.bodies] == [
+        [eid(i) for i in part] for part in ([0, 1, 2, 3], [0, 1], [2, 3], [2], [3])
+    ]
+    assert h.value("ray_aggregator_agent_publish_failures_total") == 1
+    assert h.dropped("http_400") == 1
+    assert h.stats().splits == 2
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
-    assert errors[0].name == "trio_events.agent.publisher"
+    assert errors[0].name == "trio_events.agent.delivery"
     assert "HTTP 400" in errors[0].getMessage()
     assert "field taskId is not a UUID" in errors[0].getMessage()
     # The publisher goes on with the next batch.
     add_events(h.buffer, [make_event(10)])
-    await until(lambda: h.stats().delivered == 1)
+    await until(lambda: h.stats().delivered == 4)
     assert h.value("ray_aggregator_agent_consecutive_failures_since_last_success") == 0
 
 

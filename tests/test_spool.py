@@ -26,12 +26,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from tests.test_buffer import EVENT_TYPES, NAMES, BufferMachine, blob
+from tests.test_buffer import EVENT_TYPES, NAMES, BufferMachine, blob, take
 from trio_events import pb
 from trio_events._bridge import asyncio_loop
 from trio_events._http_server import Request, Response, serve_http
 from trio_events._metrics import Metrics
-from trio_events.agent._buffer import EventBatch
+from trio_events.agent._buffer import EventBatch, EventConsumer
 from trio_events.agent._http_sink import HttpPublisherConfig
 from trio_events.agent._ingest import AgentConfig, AggregatorAgent
 from trio_events.agent._publisher import PublisherConfig, RayEventPublisher
@@ -75,31 +75,31 @@ def test_a_restart_resumes_at_the_settled_cursor_and_redelivers_the_batch_in_fli
 ) -> None:
     path = tmp_path / "s.spool"
     with open_spool(path) as spool:
-        spool.register_consumer("pub")
+        pub = spool.open_consumer("pub", max_batch_size=1000)
         add(spool, 0, 10)
-        delivered = spool.take_nowait("pub", 4)
-        spool.commit("pub", delivered)
-        in_flight = spool.take_nowait("pub", 3)  # taken, never settled: the crash comes first
+        delivered = take(pub, 4)
+        pub.commit(delivered)
+        in_flight = take(pub, 3)  # taken, never settled: the crash comes first
         assert ids(in_flight) == [4, 5, 6]
     with open_spool(path) as spool:
         assert spool.resumed_events == 6
         assert spool.known_consumers() == ("pub",)
-        spool.register_consumer("pub")
-        again = spool.take_nowait("pub", 100)
+        pub = spool.open_consumer("pub", max_batch_size=1000)
+        again = take(pub, 100)
         assert ids(again) == list(range(4, 10))  # the in-flight batch again, the settled not
         assert again.first_sequence == 4
         add(spool, 10, 12)  # numbering goes on where it was
-        assert spool.take_nowait("pub", 100).first_sequence == 10
+        assert take(pub, 100).first_sequence == 10
 
 
 def test_settled_events_leave_the_file(tmp_path: Path) -> None:
     with open_spool(tmp_path / "s.spool") as spool:
-        spool.register_consumer("pub")
+        pub = spool.open_consumer("pub", max_batch_size=1000)
         for i in range(5):
             add(spool, 10 * i, 10 * i + 10)  # one chunk per request
-        batch = spool.take_nowait("pub", 25)
+        batch = take(pub, 25)
         assert spool.storage_statistics().events_on_disk == 50  # taken is not settled
-        spool.commit("pub", batch)
+        pub.commit(batch)
         stats = spool.storage_statistics()
         assert stats.events_on_disk == 30  # two whole chunks deleted, the third is still needed
         assert stats.settled == {"pub": 25}
@@ -112,23 +112,25 @@ def test_settled_events_leave_the_file(tmp_path: Path) -> None:
 
 def test_unregister_keeps_the_place_and_forget_lets_it_go(tmp_path: Path) -> None:
     with open_spool(tmp_path / "s.spool", max_events=5) as spool:
-        spool.register_consumer("a")
-        spool.register_consumer("b")
+        con_a = spool.open_consumer("a", max_batch_size=1000)
+        con_b = spool.open_consumer("b", max_batch_size=1000)
         add(spool, 0, 4)
-        spool.commit("a", spool.take_nowait("a", 4))
-        taken = spool.take_nowait("b", 2)
-        spool.unregister_consumer("b")  # a publisher stopping with a batch in flight
+        con_a.commit(take(con_a, 4))
+        taken = take(con_b, 2)
+        con_b.close()  # a publisher stopping with a batch in flight
         assert spool.statistics().consumers.keys() == {"a"}
-        with pytest.raises(KeyError):
-            spool.take_nowait("b", 1)
+        with pytest.raises(trio.ClosedResourceError):
+            take(con_b, 1)
         assert len(spool) == 2  # b still holds its place
         add(spool, 4, 8)  # over the bound: b, not registered, is charged like any consumer
         assert dropped(spool._metrics, "b") == 1
-        spool.register_consumer("b")  # back: from the first event it had not settled
+        old_b, con_b = con_b, spool.open_consumer("b", max_batch_size=1000)  # back: from the
+        # first event it had not settled; the old handle stays closed
+        assert old_b.closed
         # Event 2 was charged to b as evicted, but its chunk is kept for b's batch in flight, so
         # it comes back too: counted twice rather than lost (docs/spool.md).
-        assert ids(spool.take_nowait("b", 10)) == list(range(8))
-        spool.commit("b", taken)  # stale: taken before it was given back its place
+        assert ids(take(con_b, 10)) == list(range(8))
+        con_b.commit(taken)  # stale: taken before it was given back its place
         spool.forget_consumer("b")
         assert spool.known_consumers() == ("a",)
         assert spool.storage_statistics().settled == {"a": 4}
@@ -137,30 +139,30 @@ def test_unregister_keeps_the_place_and_forget_lets_it_go(tmp_path: Path) -> Non
 def test_without_consumers_a_restart_does_not_bring_back_what_was_read(tmp_path: Path) -> None:
     path = tmp_path / "s.spool"
     with open_spool(path) as spool:
-        spool.register_consumer("a")
+        con_a = spool.open_consumer("a", max_batch_size=1000)
         add(spool, 0, 10)
-        spool.commit("a", spool.take_nowait("a", 4))
+        con_a.commit(take(con_a, 4))
         spool.forget_consumer("a")
         assert len(spool) == 6
     with open_spool(path) as spool:
         assert len(spool) == 6
-        spool.register_consumer("late")
-        assert ids(spool.take_nowait("late", 100)) == list(range(4, 10))
+        late = spool.open_consumer("late", max_batch_size=1000)
+        assert ids(take(late, 100)) == list(range(4, 10))
 
 
 def test_the_byte_bound_evicts_the_oldest_and_charges_each_consumer(tmp_path: Path) -> None:
     metrics = Metrics()
     # blob(i) is 7 bytes for i < 10: room for 4 of them.
     with open_spool(tmp_path / "s.spool", max_bytes=30, metrics=metrics) as spool:
-        spool.register_consumer("fast")
-        spool.register_consumer("slow")
+        fast = spool.open_consumer("fast", max_batch_size=1000)
+        slow = spool.open_consumer("slow", max_batch_size=1000)
         add(spool, 0, 3)
-        spool.commit("fast", spool.take_nowait("fast", 3))
+        fast.commit(take(fast, 3))
         assert spool.free_bytes() == 30 - 21
         add(spool, 3, 6)  # 42 bytes: the two oldest go
         assert len(spool) == 4
         assert (dropped(metrics, "fast"), dropped(metrics, "slow")) == (0, 2)
-        assert ids(spool.take_nowait("slow", 10)) == [2, 3, 4, 5]
+        assert ids(take(slow, 10)) == [2, 3, 4, 5]
         spool.add_nowait(TASK, b"x" * 100)  # bigger than the bound: evicted at once
         assert len(spool) == 0
         assert (dropped(metrics, "fast"), dropped(metrics, "slow")) == (4, 1 + 2)
@@ -170,12 +172,12 @@ def test_the_byte_bound_evicts_the_oldest_and_charges_each_consumer(tmp_path: Pa
 
 def test_the_file_holds_the_bound_plus_the_batches_in_flight(tmp_path: Path) -> None:
     with open_spool(tmp_path / "s.spool", max_events=20) as spool:
-        spool.register_consumer("pub")
+        pub = spool.open_consumer("pub", max_batch_size=1000)
         for i in range(50):
             add(spool, 10 * i, 10 * i + 10)
-            batch = spool.take_nowait("pub", 7)
+            batch = take(pub, 7)
             assert spool.storage_statistics().events_on_disk <= 20 + 10 + 7
-            spool.commit("pub", batch)
+            pub.commit(batch)
             assert len(spool) <= 20
 
 
@@ -195,22 +197,22 @@ def test_a_failed_write_accepts_nothing_and_the_next_one_works(
 ) -> None:
     metrics = Metrics()
     with open_spool(tmp_path / "s.spool", max_events=4, metrics=metrics) as spool:
-        spool.register_consumer("pub")
+        pub = spool.open_consumer("pub", max_batch_size=1000)
         add(spool, 0, 4)
-        batch = spool.take_nowait("pub", 2)
+        batch = take(pub, 2)
         before = spool.statistics()
         spool._file._conn.execute("PRAGMA query_only=1")  # every write now fails
         with pytest.raises(trio.BrokenResourceError, match=r"could not be written \(.*\)\.$"):
             add(spool, 4, 8)
         assert spool.statistics() == before
-        spool.commit("pub", batch)  # logged, and written with the next write
+        pub.commit(batch)  # logged, and written with the next write
         assert "A restart may deliver some events again." in caplog.text
         assert metrics.value("trio_events_spool_cursor_write_failures_total") == 1
         assert persisted_cursors(spool) == {"pub": 0}
         spool._file._conn.execute("PRAGMA query_only=0")
         add(spool, 4, 6)
         assert persisted_cursors(spool) == {"pub": 2}
-        assert ids(spool.take_nowait("pub", 10)) == [2, 3, 4, 5]
+        assert ids(take(pub, 10)) == [2, 3, 4, 5]
 
 
 def test_opening_refuses_what_is_not_a_spool(tmp_path: Path) -> None:
@@ -254,14 +256,14 @@ def test_config_errors_are_sentences(kwargs: dict[str, Any], message: str) -> No
 
 def test_operations_after_close_database(tmp_path: Path) -> None:
     spool = open_spool(tmp_path / "s.spool")
-    spool.register_consumer("pub")
+    pub = spool.open_consumer("pub", max_batch_size=1000)
     add(spool, 0, 2)
     spool.close_database()
     spool.close_database()  # idempotent
     with pytest.raises(trio.ClosedResourceError):
         add(spool, 2, 3)
     with pytest.raises(trio.ClosedResourceError, match=r"^The spool's database is closed\.$"):
-        spool.take_nowait("pub", 1)
+        take(pub, 1)
 
 
 async def test_the_checkpointer_runs_in_a_thread_and_restores_autocheckpoints(
@@ -269,7 +271,7 @@ async def test_the_checkpointer_runs_in_a_thread_and_restores_autocheckpoints(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="trio_events.agent.spool_db")
     with open_spool(tmp_path / "s.spool", 1000, checkpoint_interval=0.01) as spool:
-        spool.register_consumer("pub")
+        pub = spool.open_consumer("pub", max_batch_size=1000)
         with trio.fail_after(DEADLINE):  # real time: the checkpoint runs in a worker thread
             async with trio.open_nursery() as nursery:
                 await nursery.start(spool.run)
@@ -279,7 +281,7 @@ async def test_the_checkpointer_runs_in_a_thread_and_restores_autocheckpoints(
                     await trio.sleep(0.01)
                 nursery.cancel_scope.cancel()
         assert spool._file._conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
-        assert ids(spool.take_nowait("pub", 3)) == [0, 1, 2]
+        assert ids(take(pub, 3)) == [0, 1, 2]
 
 
 # ---- the publisher settles batches ------------------------------------------------------------
@@ -357,7 +359,7 @@ def test_reject_answers_resource_exhausted_by_events_and_by_bytes(tmp_path: Path
     metrics = Metrics()
     with open_spool(tmp_path / "s.spool", max_events=10, max_bytes=2000, metrics=metrics) as spool:
         agent = AggregatorAgent(AgentConfig(on_full="reject"), metrics=metrics, buffer=spool)
-        spool.register_consumer("pub")
+        pub = spool.open_consumer("pub", max_batch_size=1000)
         agent._add_events(add_events_request(0, 8))
         with pytest.raises(GRPCError) as caught:
             agent._add_events(add_events_request(8, 11))
@@ -365,7 +367,7 @@ def test_reject_answers_resource_exhausted_by_events_and_by_bytes(tmp_path: Path
         assert caught.value.message == (
             "The aggregator's buffer has room for 2 more events, not 3; retry later."
         )
-        spool.commit("pub", spool.take_nowait("pub", 8))
+        pub.commit(take(pub, 8))
         with pytest.raises(GRPCError) as caught:
             agent._add_events(add_events_request(8, 10, size=1500))
         assert caught.value.status is Status.RESOURCE_EXHAUSTED
@@ -379,7 +381,7 @@ def test_drop_oldest_on_a_spool_evicts_and_counts(tmp_path: Path) -> None:
     metrics = Metrics()
     with open_spool(tmp_path / "s.spool", max_events=10, metrics=metrics) as spool:
         agent = AggregatorAgent(AgentConfig(), metrics=metrics, buffer=spool)
-        spool.register_consumer("pub")
+        spool.open_consumer("pub", max_batch_size=1000)
         agent._add_events(add_events_request(0, 8))
         agent._add_events(add_events_request(8, 14))
         assert len(spool) == 10
@@ -422,7 +424,7 @@ class SpoolBufferMachine(BufferMachine):
         self.buf.close_database()
         self.buf = self.reopened()
         for name in self.model.cursors:
-            self.buf.register_consumer(name)
+            self.handles[name] = self.buf.open_consumer(name, max_batch_size=8)
             self.consumed[name] = 0
             self.added_since[name] = len(self.model.queue) - self.model.cursors[name]
 
@@ -459,6 +461,7 @@ class SpoolRedeliveryMachine(RuleBasedStateMachine):
         super().__init__()
         self.directory = tempfile.mkdtemp(prefix="spool-redelivery-")
         self.metrics = Metrics()
+        self.handles: dict[str, EventConsumer] = {}
         self.buf = self.reopened()
         self.next_id = 0
         self.stored: dict[int, int] = {}  # sequence number -> id
@@ -496,10 +499,10 @@ class SpoolRedeliveryMachine(RuleBasedStateMachine):
     def register(self, name: str) -> None:
         t = self.tracked.get(name)
         if t is not None and t.live:
-            with pytest.raises(ValueError, match="already registered"):
-                self.buf.register_consumer(name)
+            with pytest.raises(ValueError, match="already open"):
+                self.buf.open_consumer(name)
             return
-        self.buf.register_consumer(name)
+        self.handles[name] = self.buf.open_consumer(name, max_batch_size=8)
         if t is None:
             start = self.buf.storage_statistics().settled[name]
             t = self.tracked[name] = _Tracked(charges_base=self.charges(name))
@@ -508,10 +511,10 @@ class SpoolRedeliveryMachine(RuleBasedStateMachine):
         t.outstanding.clear()  # handed out again from its settled place
 
     @precondition(lambda self: any(t.live for t in self.tracked.values()))
-    @rule(data=st.data(), k=st.integers(0, 5))
+    @rule(data=st.data(), k=st.integers(1, 5))
     def take(self, data: st.DataObject, k: int) -> None:
         name = data.draw(st.sampled_from(sorted(n for n, t in self.tracked.items() if t.live)))
-        batch = self.buf.take_nowait(name, k)
+        batch = take(self.handles[name], k)
         t = self.tracked[name]
         if batch:
             seqs = range(batch.first_sequence, batch.first_sequence + len(batch))
@@ -520,26 +523,25 @@ class SpoolRedeliveryMachine(RuleBasedStateMachine):
             t.last_end = seqs.stop
             t.outstanding[batch.first_sequence] = list(seqs)
 
-    @precondition(lambda self: any(t.outstanding for t in self.tracked.values()))
+    # A closed handle refuses commits (ClosedResourceError), so only open ones settle.
+    @precondition(lambda self: any(t.outstanding and t.live for t in self.tracked.values()))
     @rule(data=st.data())
     def commit(self, data: st.DataObject) -> None:
         name = data.draw(
-            st.sampled_from(sorted(n for n, t in self.tracked.items() if t.outstanding))
+            st.sampled_from(sorted(n for n, t in self.tracked.items() if t.outstanding and t.live))
         )
         t = self.tracked[name]
         first = data.draw(st.sampled_from(sorted(t.outstanding)))
         seqs = t.outstanding.pop(first)
-        self.buf.commit(name, EventBatch([0] * len(seqs), [b""] * len(seqs), first))
+        self.handles[name].commit(EventBatch([0] * len(seqs), [b""] * len(seqs), first))
         t.acked.update(seqs)
 
     @rule(name=NAMES)
     def unregister(self, name: str) -> None:
         t = self.tracked.get(name)
         if t is None or not t.live:
-            with pytest.raises(KeyError):
-                self.buf.unregister_consumer(name)
             return
-        self.buf.unregister_consumer(name)
+        self.handles[name].close()
         t.live = False
 
     @rule(name=NAMES)
@@ -550,11 +552,14 @@ class SpoolRedeliveryMachine(RuleBasedStateMachine):
             return
         self.buf.forget_consumer(name)
         del self.tracked[name]
+        handle = self.handles.get(name)
+        assert handle is None or handle.closed
 
     @rule()
     def restart(self) -> None:
         before = self.buf.storage_statistics()
         self.buf.close_database()
+        self.handles.clear()  # handles on the closed file
         self.buf = self.reopened()
         after = self.buf.storage_statistics()
         assert after.settled == before.settled
@@ -699,8 +704,8 @@ def test_the_service_forgets_cursors_no_publisher_will_use(
     from trio_events.agent._service import _forget_stale_consumers
 
     with open_spool(tmp_path / "s.spool") as spool:
-        spool.register_consumer("http_service")
-        spool.register_consumer("removed_destination")
+        _http = spool.open_consumer("http_service", max_batch_size=1000)
+        _removed = spool.open_consumer("removed_destination", max_batch_size=1000)
         add(spool, 0, 5)
         _forget_stale_consumers(spool, [])  # no publisher at all: nothing reads, nothing goes
         assert spool.known_consumers() == ("http_service", "removed_destination")

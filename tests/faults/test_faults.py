@@ -114,14 +114,16 @@ async def scripted_sink_scenario(
 
 
 async def test_sink_400_is_dropped_and_counted(tmp_path: Path, nursery: trio.Nursery) -> None:
-    """400 is permanent: the batch is dropped once, counted as http_400, never retried."""
+    """400 is permanent, never retried: the refused batch is bisected, and only events the sink
+    refused alone are dropped, counted as http_400 (here the sink refuses by request number,
+    not by content, so most parts of a refused batch get through)."""
     with trio.fail_after(DEADLINE):
         entry, sink = await scripted_sink_scenario(
             tmp_path, nursery, "sink answers 400 to every 3rd POST",
             lambda n: Reply(400) if n % 3 == 1 else OK,
         )  # fmt: skip
     finish("sink_400_permanent", entry)
-    assert entry["dropped"]["agent:http_400"] == entry["missing_ids"] > 0
+    assert entry["dropped"].get("agent:http_400", 0) == entry["missing_ids"]
     assert sink.kinds()["400"] == sum(1 for n in range(sink.requests) if n % 3 == 1)
 
 

@@ -78,7 +78,9 @@ def _exposable(value: str | None) -> frozenset[int] | None:
     return DEFAULT_EXPOSABLE_EVENT_TYPES if value is None else parse_exposable_event_types(value)
 
 
-def _publisher(name: str, s: Resolved | argparse.Namespace, converter: str) -> PublisherConfig:
+def _publisher(
+    name: str, s: Resolved | argparse.Namespace, converter: str, *, several: bool = False
+) -> PublisherConfig:
     values = s.values if isinstance(s, Resolved) else vars(s)
     return PublisherConfig(
         name=name,
@@ -91,7 +93,22 @@ def _publisher(name: str, s: Resolved | argparse.Namespace, converter: str) -> P
         max_backoff=values["max_backoff"],
         jitter=values["jitter_ratio"],
         converter=converter,  # type: ignore[arg-type]  # argparse's choices checked it
+        max_in_flight=values["max_in_flight"],
+        max_batch_bytes=values["max_batch_bytes"],
+        max_retry_after=values["max_retry_after"],
+        dead_letter=_dead_letter_path(values["dead_letter"], name, several=several),
     )
+
+
+def _dead_letter_path(base: str, publisher: str, *, several: bool) -> str | None:
+    """``--dead-letter``'s file for one publisher: the path itself, or with several
+    destinations (or the local store) the publisher's name before the suffix."""
+    if not base:
+        return None
+    if not several and publisher.startswith("http_service"):
+        return base
+    stem, dot, suffix = base.rpartition(".")
+    return f"{stem}.{publisher}.{suffix}" if dot and "/" not in suffix else f"{base}.{publisher}"
 
 
 def _token(s: Resolved, environ: Mapping[str, str]) -> str | None:
@@ -133,7 +150,7 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
                     bearer_token=_token(s, environ),
                     ca_bundle=s["ca_bundle"] or None,
                 ),
-                _publisher(name, s, converter),
+                _publisher(name, s, converter, several=len(found) > 1),
             )
             for url, name, s in found
         )
@@ -147,7 +164,8 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
             max_bytes=args.spool_max_bytes or None,
             synchronous=args.spool_synchronous,
         )
-    store_publisher = _publisher(STORE_CONSUMER, args, converter)
+    # One SQLite writer: more than one batch in flight would only queue on its lock.
+    store_publisher = attrs.evolve(_publisher(STORE_CONSUMER, args, converter), max_in_flight=1)
     if args.origins["exposable_event_types"] == "default":
         # The store keeps every type unless the user chose a list (ServiceConfig's default).
         store_publisher = ServiceConfig().store_publisher

@@ -228,6 +228,41 @@ PUBLISHER_SETTINGS: tuple[Setting, ...] = (
         "publish to the HTTP export address(es)",
     ),
     Setting(
+        "--max-in-flight",
+        "TRIO_EVENTS_PUBLISHER_MAX_IN_FLIGHT",
+        _d(PublisherConfig, "max_in_flight"),
+        v.positive_int,
+        "most batches in flight per destination (adapted to the sink's latency); 1 keeps "
+        "strict order",
+        per_destination=True,
+    ),
+    Setting(
+        "--max-batch-bytes",
+        "TRIO_EVENTS_PUBLISHER_MAX_BATCH_BYTES",
+        _d(PublisherConfig, "max_batch_bytes"),
+        v.batch_bytes,
+        "largest request body in bytes (a single larger event goes alone)",
+        per_destination=True,
+    ),
+    Setting(
+        "--max-retry-after",
+        "TRIO_EVENTS_PUBLISHER_MAX_RETRY_AFTER_SECONDS",
+        _d(PublisherConfig, "max_retry_after"),
+        v.non_negative_float,
+        "longest Retry-After a publisher honours, in seconds",
+        per_destination=True,
+    ),
+    Setting(
+        "--dead-letter",
+        "TRIO_EVENTS_PUBLISHER_DEAD_LETTER",
+        "",
+        v.text,
+        "JSON-lines file keeping the events a sink refused (the publisher's name is added "
+        "before the suffix for every destination but the first)",
+        per_destination=True,
+        metavar="FILE",
+    ),
+    Setting(
         "--exposable-event-types",
         f"{_P}EXPOSABLE_EVENT_TYPES",
         None,  # unset: Ray's default list; set but empty: nothing is exposed (as in Ray)

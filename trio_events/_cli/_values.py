@@ -51,6 +51,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def batch_bytes(text: str) -> int:
+    """A request body limit: at least MIN_BATCH_BYTES, where a body of one event still fits."""
+    from trio_events.agent._publisher_config import MIN_BATCH_BYTES
+
+    value = parse_int(text)
+    if value < MIN_BATCH_BYTES:
+        raise ValueError(f"expected a whole number of bytes >= {MIN_BATCH_BYTES}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     value = parse_int(text)
     if value < 0:

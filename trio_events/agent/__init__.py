@@ -7,13 +7,15 @@ too, for embedding them in a trio program. Destinations plug in behind :class:`P
 from __future__ import annotations
 
 from trio_events.agent._buffer import BufferStatistics as BufferStatistics
-from trio_events.agent._buffer import ConsumerStatistics as ConsumerStatistics
-from trio_events.agent._buffer import EventBatch as EventBatch
 from trio_events.agent._buffer import EventBuffer as EventBuffer
 from trio_events.agent._buffer import MultiConsumerEventBuffer as MultiConsumerEventBuffer
+from trio_events.agent._consumer import ConsumerStatistics as ConsumerStatistics
+from trio_events.agent._consumer import EventBatch as EventBatch
+from trio_events.agent._consumer import EventConsumer as EventConsumer
 from trio_events.agent._convert import JsonConverter as JsonConverter
 from trio_events.agent._dashboard_publisher import DashboardHeadClient as DashboardHeadClient
 from trio_events.agent._dashboard_publisher import DashboardHeadConfig as DashboardHeadConfig
+from trio_events.agent._delivery import BatchConverter as BatchConverter
 from trio_events.agent._filtering import (
     DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES as DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES,
 )
@@ -49,6 +51,7 @@ __all__ = [
     "AgentConfig",
     "AgentService",
     "AggregatorAgent",
+    "BatchConverter",
     "BufferStatistics",
     "ConsumerStatistics",
     "DashboardHeadClient",
@@ -56,6 +59,7 @@ __all__ = [
     "Destination",
     "EventBatch",
     "EventBuffer",
+    "EventConsumer",
     "GcsPublisherConfig",
     "GcsTaskEventsClient",
     "HttpPublisherClient",

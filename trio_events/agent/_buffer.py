@@ -15,8 +15,9 @@ to the bound, and a consumer registered later starts at the oldest one. A produc
 backpressure to eviction checks :meth:`MultiConsumerEventBuffer.free_slots` first (the agent's
 ``on_full="reject"`` policy).
 
-The core is synchronous (``*_nowait``) so a hypothesis state machine can drive it; the only async
-method, :meth:`~MultiConsumerEventBuffer.wait_for_batch`, is built on it with a ``ParkingLot``.
+Consumers are handles (:meth:`MultiConsumerEventBuffer.open_consumer`, _consumer.py) in trio's
+memory-channel shape. The core is synchronous (``*_nowait``) so a hypothesis state machine can
+drive it; ``EventConsumer.receive`` is built on it with a ``ParkingLot`` per consumer.
 
 :class:`EventBuffer` is what the agent and the publishers need from a buffer; the durable
 ``SpoolEventBuffer`` (_spool.py) is the other implementation.
@@ -24,8 +25,10 @@ method, :meth:`~MultiConsumerEventBuffer.wait_for_batch`, is built on it with a 
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections import Counter
+from itertools import accumulate
 from typing import TYPE_CHECKING, Protocol, cast, final
 
 import attrs
@@ -33,38 +36,27 @@ import trio
 
 from trio_events import pb
 from trio_events._metrics import Metrics
+from trio_events.agent._consumer import (
+    ConsumerState,
+    ConsumerStatistics,
+    EventBatch,
+    EventConsumer,
+    count_within,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
-
-@final
-@attrs.frozen
-class EventBatch:
-    """Events handed to one consumer: parallel lists, cheaper than one object per event.
-
-    ``event_types[i]`` is the ``RayEvent.EventType`` number of the serialized event ``blobs[i]``
-    (it may be a number newer than our schema). ``first_sequence`` is the buffer's sequence
-    number of ``blobs[0]``; the events of one batch have consecutive sequence numbers.
-    """
-
-    event_types: list[int]
-    blobs: list[bytes]
-    first_sequence: int
-
-    def __len__(self) -> int:
-        return len(self.blobs)
-
-    def __iter__(self) -> Iterator[tuple[int, bytes]]:
-        return zip(self.event_types, self.blobs, strict=True)
-
-
-@final
-@attrs.frozen
-class ConsumerStatistics:
-    unread: int  #: buffered events this consumer has not read yet
-    consumed: int  #: events handed to it since it registered
-    evicted: int  #: events evicted before it read them (its share of the dropped-events metric)
+__all__ = [
+    "BufferStatistics",
+    "ConsumerStatistics",
+    "EventBatch",
+    "EventBuffer",
+    "EventConsumer",
+    "MultiConsumerEventBuffer",
+    "consumer_options",
+    "event_type_label",
+]
 
 
 @final
@@ -83,9 +75,11 @@ class BufferStatistics:
 class EventBuffer(Protocol):
     """What the agent and the publishers use: an in-memory buffer or a durable spool.
 
-    A batch taken is settled with :meth:`commit` once delivered, or dropped and counted. In
-    memory that does nothing; a ``durable`` buffer persists the cursor, so a batch never settled
-    is sent again after a restart, and what a publisher leaves unsent is kept for the next start.
+    Publishers read through handles from :meth:`open_consumer` (_consumer.py) and settle each
+    batch with ``consumer.commit(batch)`` once delivered, or dropped and counted. In memory
+    that only moves the consumer's committed position; a ``durable`` buffer persists it, so a
+    batch never settled is sent again after a restart, and what a publisher leaves unsent is
+    kept for the next start.
     """
 
     @property
@@ -99,50 +93,35 @@ class EventBuffer(Protocol):
     def add_many_nowait(self, event_types: Sequence[int], blobs: Sequence[bytes]) -> None: ...
     def free_slots(self) -> int: ...
     def free_bytes(self) -> int | None: ...
-    def register_consumer(self, name: str) -> None: ...
-    def unregister_consumer(self, name: str) -> None: ...
-    def unread(self, name: str) -> int: ...
-    def take_nowait(self, name: str, max_items: int) -> EventBatch: ...
-    async def wait_for_batch(self, consumer: str, timeout: float) -> EventBatch: ...  # noqa: ASYNC109
-    def commit(self, consumer: str, batch: EventBatch) -> None: ...
+    def open_consumer(
+        self,
+        name: str,
+        *,
+        linger: float = 0.0,
+        max_batch_size: int | None = None,
+        max_batch_bytes: int | None = None,
+    ) -> EventConsumer: ...
     def close(self) -> None: ...
     async def aclose(self) -> None: ...
     def statistics(self) -> BufferStatistics: ...
 
 
-async def linger_and_take(
-    buffer: EventBuffer,
-    lot: trio.lowlevel.ParkingLot,
-    closed: Callable[[], bool],
-    consumer: str,
-    timeout: float,  # noqa: ASYNC109
-) -> EventBatch:
-    """``wait_for_batch`` of both buffers, on their synchronous core: one copy of the logic
-    that makes cancellation lose nothing. ``lot`` is unparked by adds, unregistering and
-    closing; ``closed`` tells whether the buffer was closed."""
-    await trio.lowlevel.checkpoint_if_cancelled()
-    scheduled = False
-    batch_size = buffer.max_batch_size
-    while True:
-        while not buffer.unread(consumer):  # KeyError once the consumer is gone
-            if closed():
-                raise trio.EndOfChannel(
-                    "The event buffer was closed and this consumer has read every event."
-                )
-            await lot.park()
-            scheduled = True
-        with trio.move_on_after(max(0.0, timeout)):
-            while not closed() and buffer.unread(consumer) < batch_size:
-                await lot.park()
-                scheduled = True
-        if not scheduled:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            scheduled = True
-        # No checkpoint from here to the return: the events taken cannot be lost.
-        batch = buffer.take_nowait(consumer, batch_size)
-        if batch:
-            return batch
-        # Another task waiting for the same consumer took them first; wait again.
+def consumer_options(
+    buffer_batch_size: int, linger: float, max_batch_size: int | None, max_batch_bytes: int | None
+) -> int:
+    """Validate ``open_consumer``'s options; returns the batch size to use."""
+    if not (linger >= 0 and math.isfinite(linger)):
+        raise ValueError(f"linger must be a number of seconds >= 0, got {linger!r}.")
+    size = buffer_batch_size if max_batch_size is None else max_batch_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"max_batch_size must be an int >= 1, got {size!r}.")
+    if max_batch_bytes is not None and (
+        isinstance(max_batch_bytes, bool)
+        or not isinstance(max_batch_bytes, int)
+        or max_batch_bytes < 1
+    ):
+        raise ValueError(f"max_batch_bytes must be None or an int >= 1, got {max_batch_bytes!r}.")
+    return size
 
 
 def event_type_label(event_type: int) -> str:
@@ -150,21 +129,12 @@ def event_type_label(event_type: int) -> str:
     return pb.EVENT_TYPE_NAMES.get(event_type, str(event_type))
 
 
-class _Consumer:
-    __slots__ = ("consumed", "cursor", "evicted")
-
-    def __init__(self, cursor: int) -> None:
-        self.cursor = cursor  # absolute sequence number of the next unread event
-        self.consumed = 0
-        self.evicted = 0
-
-
 @final
 class MultiConsumerEventBuffer:
-    """A bounded ring of serialized events read independently by named consumers.
+    """A bounded ring of serialized events read independently by consumer handles.
 
     ``max_size`` bounds the number of buffered events (Ray 2.60 default 100 000) and
-    ``max_batch_size`` the length of a batch :meth:`wait_for_batch` returns (default 1000).
+    ``max_batch_size`` is the default length of the batches a consumer receives (1000).
     Not thread-safe: use it from the trio thread (where trio-asyncio's asyncio callbacks, and so
     the agent's gRPC handlers, run too).
     """
@@ -184,8 +154,7 @@ class MultiConsumerEventBuffer:
         self._head = 0  # sequence number of the oldest buffered event
         self._tail = 0  # sequence number the next added event gets (= events ever added)
         self._evicted = 0
-        self._consumers: dict[str, _Consumer] = {}
-        self._lot = trio.lowlevel.ParkingLot()
+        self._consumers: dict[str, ConsumerState] = {}
         self._closed = False
         self._metrics = metrics if metrics is not None else Metrics()
         # Gauges are computed when scraped, so the hot path never touches them.
@@ -203,8 +172,7 @@ class MultiConsumerEventBuffer:
         self._types[slot] = event_type
         self._blobs[slot] = blob
         self._tail += 1
-        if self._lot:
-            self._lot.unpark_all()
+        self._wake()
 
     def add_many_nowait(self, event_types: Sequence[int], blobs: Sequence[bytes]) -> None:
         """Append a whole request's events in order, exactly as repeated :meth:`add_nowait`.
@@ -239,8 +207,7 @@ class MultiConsumerEventBuffer:
             self._blobs[: len(kept) - split] = kept[split:]
             self._types[: len(kept) - split] = types[split:]
         self._tail = new_tail
-        if self._lot:
-            self._lot.unpark_all()
+        self._wake()
 
     def free_slots(self) -> int:
         """How many events can be added without evicting one that a consumer has not read.
@@ -273,79 +240,89 @@ class MultiConsumerEventBuffer:
 
     # ---- consumer side -------------------------------------------------------------------------
 
-    def register_consumer(self, name: str) -> None:
-        """Add a consumer; it starts at the oldest buffered event."""
+    def open_consumer(
+        self,
+        name: str,
+        *,
+        linger: float = 0.0,
+        max_batch_size: int | None = None,
+        max_batch_bytes: int | None = None,
+    ) -> EventConsumer:
+        """Register a consumer at the oldest buffered event and return its handle.
+
+        ``linger`` is how long :meth:`EventConsumer.receive` waits for a full batch once it has
+        one event; ``max_batch_size`` (default: the buffer's) and ``max_batch_bytes`` (default:
+        unbounded) bound the batches it receives. Closing the handle unregisters the consumer.
+        """
+        size = consumer_options(self._max_batch_size, linger, max_batch_size, max_batch_bytes)
         if name in self._consumers:
-            raise ValueError(f"A consumer named {name!r} is already registered with this buffer.")
-        consumer = _Consumer(self._head)
-        self._consumers[name] = consumer
+            raise ValueError(f"A consumer named {name!r} is already open on this buffer.")
+        state = ConsumerState(name, self._head)
+        state.live = True
+        self._consumers[name] = state
         self._metrics.buffer_unread.labels(name).set_function(
-            lambda: float(self._tail - consumer.cursor)
+            lambda: float(self._tail - state.cursor)
+        )
+        return EventConsumer(
+            self, state, linger=linger, max_batch_size=size, max_batch_bytes=max_batch_bytes
         )
 
-    def unregister_consumer(self, name: str) -> None:
-        """Remove a consumer; events only it had not read are freed if others remain."""
-        self._consumer(name)
-        del self._consumers[name]
-        self._metrics.buffer_unread.remove(name)
-        self._free_consumed()
-        if self._lot:
-            self._lot.unpark_all()  # its waiters learn it is gone
+    # What EventConsumer calls (ConsumerCore in _consumer.py).
 
-    def unread(self, name: str) -> int:
-        return self._tail - self._consumer(name).cursor
+    def _unread_of(self, state: ConsumerState) -> int:
+        return self._tail - state.cursor
 
-    def take_nowait(self, name: str, max_items: int) -> EventBatch:
-        """Hand ``name`` up to ``max_items`` of its unread events (possibly none), oldest first."""
-        consumer = self._consumer(name)
-        if max_items < 0:
-            raise ValueError(f"max_items must be >= 0, got {max_items}.")
-        start = consumer.cursor
+    def _unread_reach(self, state: ConsumerState, max_bytes: int) -> bool:
+        total = 0
+        for blob in self._blobs_between(state.cursor, self._tail):
+            total += len(blob)
+            if total >= max_bytes:
+                return True
+        return False
+
+    def _take(self, state: ConsumerState, max_items: int, max_bytes: int | None) -> EventBatch:
+        """Hand ``state`` up to ``max_items`` unread events (possibly none), oldest first."""
+        start = state.cursor
         count = min(max_items, self._tail - start)
         if count <= 0:
             return EventBatch([], [], start)
+        blobs = self._blobs_between(start, start + count)
+        if max_bytes is not None:
+            count = count_within(list(accumulate(map(len, blobs), initial=0)), count, max_bytes)
+            del blobs[count:]
         begin = start % self._capacity
         end = begin + count
         if end <= self._capacity:
-            blobs = self._blobs[begin:end]
             types = self._types[begin:end].tolist()
         else:
-            end -= self._capacity
-            blobs = self._blobs[begin:] + self._blobs[:end]
-            types = self._types[begin:].tolist() + self._types[:end].tolist()
-        consumer.cursor += count
-        consumer.consumed += count
+            types = self._types[begin:].tolist() + self._types[: end - self._capacity].tolist()
+        state.take(start, count)
         if start == self._head:  # it may have been the slowest consumer
             self._free_consumed()
-        return EventBatch(types, cast("list[bytes]", blobs), start)
+        return EventBatch(types, blobs, start)
 
-    def commit(self, consumer: str, batch: EventBatch) -> None:
-        """Nothing to do: in memory, taking a batch is final (see :class:`EventBuffer`)."""
+    def _commit(self, state: ConsumerState, batch: EventBatch) -> None:
+        state.settle(batch)  # in memory, only the statistics see the committed position
 
-    # ``timeout`` is Ray's name for the linger after the first event, not an overall deadline
-    # (that is the caller's cancel scope), hence the noqa.
-    async def wait_for_batch(self, consumer: str, timeout: float) -> EventBatch:  # noqa: ASYNC109
-        """Wait for at least one unread event, then up to ``timeout`` seconds for a full batch.
+    def _release(self, state: ConsumerState) -> None:
+        """The handle was closed: events only it had not read are freed if others remain."""
+        state.live = False
+        del self._consumers[state.name]
+        self._metrics.buffer_unread.remove(state.name)
+        self._free_consumed()
 
-        Returns between 1 and ``max_batch_size`` events, oldest first. Like Ray's, the linger
-        deadline starts when the first event is available; with a full batch available it
-        returns at once. An unconditional checkpoint. Cancellation loses nothing: events are
-        only taken (the cursor only moves) after the last checkpoint, so everything not returned
-        stays unread; while the consumer lingers its unread events can still be evicted by
-        overflow, and are then charged to it as usual.
+    def _ended(self) -> bool:
+        return self._closed
 
-        Raises KeyError for an unknown (or meanwhile unregistered) consumer and
-        trio.EndOfChannel once the buffer is closed and the consumer has read everything; after
-        :meth:`close` the remaining events are returned without lingering.
-        """
-        return await linger_and_take(self, self._lot, lambda: self._closed, consumer, timeout)
+    def _tail_of(self) -> int:
+        return self._tail
 
     # ---- lifecycle and introspection -----------------------------------------------------------
 
     def close(self) -> None:
         """Refuse further adds; consumers drain what is left, then get trio.EndOfChannel."""
         self._closed = True
-        self._lot.unpark_all()
+        self._wake()
 
     async def aclose(self) -> None:
         self.close()
@@ -374,20 +351,25 @@ class MultiConsumerEventBuffer:
             added=self._tail,
             evicted=self._evicted,
             closed=self._closed,
-            tasks_waiting=len(self._lot),
-            consumers={
-                name: ConsumerStatistics(self._tail - c.cursor, c.consumed, c.evicted)
-                for name, c in self._consumers.items()
-            },
+            tasks_waiting=sum(len(c.lot) for c in self._consumers.values()),
+            consumers={name: c.statistics(self._tail) for name, c in self._consumers.items()},
         )
 
     # ---- internals -----------------------------------------------------------------------------
 
-    def _consumer(self, name: str) -> _Consumer:
-        try:
-            return self._consumers[name]
-        except KeyError:
-            raise KeyError(f"No consumer named {name!r} is registered with this buffer.") from None
+    def _wake(self) -> None:
+        for consumer in self._consumers.values():
+            if consumer.lot:
+                consumer.lot.unpark_all()
+
+    def _blobs_between(self, start: int, stop: int) -> list[bytes]:
+        begin = start % self._capacity
+        end = begin + stop - start
+        if end <= self._capacity:
+            blobs = self._blobs[begin:end]
+        else:
+            blobs = self._blobs[begin:] + self._blobs[: end - self._capacity]
+        return cast("list[bytes]", blobs)
 
     def _check_open(self) -> None:
         if self._closed:

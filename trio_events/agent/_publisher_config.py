@@ -15,6 +15,7 @@ from trio_events.agent._filtering import (
 
 __all__ = [
     "DEFAULT_EXPOSABLE_EVENT_TYPES",
+    "DEFAULT_MAX_BATCH_BYTES",
     "PublisherConfig",
     "PublisherStatistics",
 ]
@@ -28,6 +29,13 @@ def _default_exposable_event_types() -> frozenset[int]:
 
 #: Ray 2.60's HTTP default: everything but TASK_PROFILE_EVENT, placement groups, submission jobs.
 DEFAULT_EXPOSABLE_EVENT_TYPES: Final = _default_exposable_event_types()
+
+#: Default bound of one request body: under the 1 MiB that nginx (``client_max_body_size``) and
+#: the Kubernetes ingress-nginx controller (``proxy-body-size``) accept by default, the smallest
+#: limit common in front of HTTP receivers (docs/publishing.md has the table).
+DEFAULT_MAX_BATCH_BYTES: Final = 1_000_000
+#: A body bound smaller than this would split ordinary events; it is refused as a mistake.
+MIN_BATCH_BYTES: Final = 1024
 
 
 def _check(config: PublisherConfig) -> None:
@@ -56,6 +64,20 @@ def _check(config: PublisherConfig) -> None:
         )
     if config.chunk_size < 1:
         raise ValueError(f"PublisherConfig.chunk_size must be >= 1, got {config.chunk_size!r}.")
+    for name in ("max_in_flight", "split_after_failures"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"PublisherConfig.{name} must be an int >= 1, got {value!r}.")
+    if isinstance(config.max_batch_bytes, bool) or config.max_batch_bytes < MIN_BATCH_BYTES:
+        raise ValueError(
+            f"PublisherConfig.max_batch_bytes must be >= {MIN_BATCH_BYTES}, got "
+            f"{config.max_batch_bytes!r}."
+        )
+    if config.dead_letter_max_bytes < 1:
+        raise ValueError(
+            f"PublisherConfig.dead_letter_max_bytes must be >= 1, got "
+            f"{config.dead_letter_max_bytes!r}."
+        )
     if config.converter not in ("compiled", "protobuf"):
         raise ValueError(
             f"PublisherConfig.converter must be 'compiled' or 'protobuf', got {config.converter!r}."
@@ -70,7 +92,16 @@ class PublisherConfig:
     ``exposable_event_types`` is a set of ``RayEvent.EventType`` numbers, or None for all types
     (``ALL``). ``linger`` is Ray's MAX_BUFFER_SEND_INTERVAL. ``max_retries`` -1 retries forever
     (Ray's default); ``give_up_after`` additionally drops a batch still failing after that many
-    seconds. A ``Retry-After`` longer than the backoff is honoured, up to ``max_retry_after``.
+    seconds. A ``Retry-After`` longer than the backoff is honoured, up to ``max_retry_after``
+    (30 s: a sink cannot stall a publisher for longer per retry).
+
+    Delivery (docs/publishing.md): up to ``max_in_flight`` batches in flight, the number adapted
+    to the sink's round-trip time when ``adaptive_in_flight`` (1 keeps strict order); each
+    request body at most ``max_batch_bytes`` (a single larger event goes alone). A batch the
+    sink refuses permanently (4xx but 408 and 429, 413 included), or that fails with a 5xx
+    other than 503/504 ``split_after_failures`` times while other batches get through, is
+    bisected to deliver its good events and drop only the refused ones; ``dead_letter`` names
+    an optional JSON-lines file that keeps those (bounded by ``dead_letter_max_bytes``).
     ``attempt_timeout`` should be the client's timeout: when a drain has less than twice that
     left, each batch gets a single attempt. ``converter`` is for benchmarks only: ``"protobuf"``
     converts with protobuf's ``MessageToJson`` exactly as Ray does (same JSON value, about ten
@@ -86,10 +117,16 @@ class PublisherConfig:
     initial_backoff: float = 0.01
     max_backoff: float = 5.0
     jitter: float = 0.1
-    max_retry_after: float = 300.0
+    max_retry_after: float = 30.0
     attempt_timeout: float = 3.0
     chunk_size: int = DEFAULT_CHUNK_SIZE
     converter: Literal["compiled", "protobuf"] = "compiled"
+    max_in_flight: int = 16
+    adaptive_in_flight: bool = True
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    split_after_failures: int = 3
+    dead_letter: str | None = None
+    dead_letter_max_bytes: int = 100 * 1024 * 1024
 
     def __attrs_post_init__(self) -> None:
         _check(self)
@@ -105,7 +142,7 @@ class PublisherStatistics:
     filtered: int  #: not exposed to this sink, never sent
     dropped: int  #: given up on: permanent error, retries exhausted, unconvertible
     abandoned: int  #: unread or in flight when run() ended
-    in_flight: int  #: taken from the buffer, not yet resolved
+    in_flight: int  #: taken from the buffer, not yet resolved (converting, queued or posting)
     unread: int  #: still in the buffer for this publisher
     attempts: int  #: publish attempts made
     consecutive_failures: int  #: failed attempts since the last success
@@ -115,6 +152,13 @@ class PublisherStatistics:
     #: ``trio.current_time()`` of the last success (of the start, before the first one); a
     #: moment, not a count, so it takes no part in comparing statistics
     last_success: float = attrs.field(default=0.0, eq=False)
+    #: with a durable buffer: settled when run() ended but past the committed position (a batch
+    #: before them was still in flight), so a restart sends them again
+    redeliverable: int = 0
+    in_flight_limit: int = 1  #: batches allowed in flight now (adaptive)
+    batches_in_flight: int = 0  #: batches dispatched and not settled
+    splits: int = 0  #: batches (or parts) bisected to isolate refused events
+    dead_lettered: int = 0  #: dropped events written to the dead-letter file
 
     def summary(self) -> str:
         """The supervisor's final line for this publisher."""

@@ -100,7 +100,9 @@ class ServiceConfig:
     #: what arrived (Ray's HTTP default list would hide profile, placement-group and
     #: submission-job events).
     store_publisher: PublisherConfig = attrs.field(
-        factory=lambda: PublisherConfig(name=STORE_CONSUMER, exposable_event_types=None)
+        factory=lambda: PublisherConfig(
+            name=STORE_CONSUMER, exposable_event_types=None, max_in_flight=1
+        )
     )
     metrics_listen: tuple[str, int] | None = None
     grace_period: float = 10.0

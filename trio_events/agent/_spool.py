@@ -4,8 +4,8 @@
 eviction and per-consumer accounting, so the agent and the publishers use either alike. Each
 add is one transaction, committed before the agent replies. A consumer's persisted cursor moves
 only on :meth:`~SpoolEventBuffer.commit` (a batch delivered, or dropped and counted), so after a
-restart a batch that was in flight is sent again. Unregistering keeps a consumer's place;
-:meth:`~SpoolEventBuffer.forget_consumer` is the in-memory ``unregister_consumer``. The bounds
+restart a batch that was in flight is sent again. Closing a consumer handle keeps its place;
+:meth:`~SpoolEventBuffer.forget_consumer` lets it go, as closing does in memory. The bounds
 apply to unread events; the file also keeps batches taken and not settled. SQLite is called on
 the trio thread (appending costs less than parsing the request); WAL checkpoints, with their
 fsyncs, run in a worker thread. docs/spool.md has the design, what is durable when, and figures.
@@ -23,11 +23,12 @@ import trio
 from trio_events._metrics import Metrics
 from trio_events.agent._buffer import (
     BufferStatistics,
-    ConsumerStatistics,
     EventBatch,
+    EventConsumer,
+    consumer_options,
     event_type_label,
-    linger_and_take,
 )
+from trio_events.agent._consumer import ConsumerState, count_within
 from trio_events.agent._spool_db import SpoolConfig, SpoolFile, SpoolStatistics, logger
 from trio_events.agent._spool_index import ChunkIndex
 
@@ -38,24 +39,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from trio_events.agent._spool_db import Chunk
-
-
-class _Consumer:
-    __slots__ = ("consumed", "cursor", "evicted", "live", "outstanding", "saved")
-
-    def __init__(self, cursor: int, saved: int | None) -> None:
-        self.cursor = cursor  # next unread event
-        self.consumed = 0
-        self.evicted = 0
-        self.live = False  # registered now; otherwise it only holds its place
-        self.outstanding: dict[int, int] = {}  # batches taken, not settled: first -> end
-        self.saved = saved  # the cursor as the file has it (None: not written yet)
-
-    @property
-    def settled(self) -> int:
-        """Where a restart resumes: the first batch not settled, else the next unread event.
-        Batches are taken in order, so the dict's first key is the oldest one."""
-        return next(iter(self.outstanding)) if self.outstanding else self.cursor
 
 
 @final
@@ -84,7 +67,6 @@ class SpoolEventBuffer:
             self._file.close()
             raise
         self._added = self._evicted = 0
-        self._lot = trio.lowlevel.ParkingLot()
         self._closed = False
         self._metrics = metrics if metrics is not None else Metrics()
         self._metrics.buffer_capacity.set(self._capacity)
@@ -96,7 +78,7 @@ class SpoolEventBuffer:
         self._index = index = ChunkIndex(chunks, max([saved_head, *cursors.values()]))
         tail = index.tail
         self._consumers = {
-            name: _Consumer(min(max(cursor, index.start), tail), cursor)
+            name: ConsumerState(name, min(max(cursor, index.start), tail), cursor)
             for name, cursor in cursors.items()
         }
         # With no consumer, the head recorded when the last one left or evictions moved it:
@@ -167,8 +149,7 @@ class SpoolEventBuffer:
             index.append(types, [v - shift for v in cum_in[skip + 1 :]] if skip else cum_in[1:])
         index.drop(dropped)
         self._file.appended(len(data))
-        if self._lot:
-            self._lot.unpark_all()
+        self._wake()
 
     def _charges(
         self, new_head: int, lost_incoming: Sequence[int], skip: int
@@ -194,18 +175,28 @@ class SpoolEventBuffer:
 
     # ---- consumer side -----------------------------------------------------------------------
 
-    def register_consumer(self, name: str) -> None:
-        """Add a consumer at the oldest buffered event, or give back a known one its place.
+    def open_consumer(
+        self,
+        name: str,
+        *,
+        linger: float = 0.0,
+        max_batch_size: int | None = None,
+        max_batch_bytes: int | None = None,
+    ) -> EventConsumer:
+        """Open a consumer at the oldest buffered event, or give a known one back its place.
 
-        A consumer known from the file (or unregistered earlier) resumes at the first event it
-        had not settled; batches it had taken without settling them are handed out again.
+        A consumer known from the file (or closed earlier) resumes at its committed position:
+        batches it had received without committing them are handed out again. The options are
+        :meth:`MultiConsumerEventBuffer.open_consumer`'s. Closing the handle keeps the place;
+        :meth:`forget_consumer` lets it go.
         """
+        size = consumer_options(self._max_batch_size, linger, max_batch_size, max_batch_bytes)
         self._check_database()
         consumer = self._consumers.get(name)
         if consumer is not None and consumer.live:
-            raise ValueError(f"A consumer named {name!r} is already registered with this buffer.")
+            raise ValueError(f"A consumer named {name!r} is already open on this buffer.")
         if consumer is None:
-            consumer = self._consumers[name] = _Consumer(self._head, None)
+            consumer = self._consumers[name] = ConsumerState(name, self._head, None)
             self._persist()
         else:
             consumer.cursor = consumer.settled
@@ -213,16 +204,13 @@ class SpoolEventBuffer:
             consumer.consumed = consumer.evicted = 0
             self._head = min(self._head, consumer.cursor)
         consumer.live = True
+        state = consumer
         self._metrics.buffer_unread.labels(name).set_function(
-            lambda: float(self._index.tail - consumer.cursor)
+            lambda: float(self._index.tail - state.cursor)
         )
-
-    def unregister_consumer(self, name: str) -> None:
-        """Stop reading; the consumer keeps its place, its events and its cursor (see above)."""
-        self._live(name).live = False
-        self._metrics.buffer_unread.remove(name)
-        if self._lot:
-            self._lot.unpark_all()  # its waiters learn it is gone
+        return EventConsumer(
+            self, consumer, linger=linger, max_batch_size=size, max_batch_bytes=max_batch_bytes
+        )
 
     def forget_consumer(self, name: str) -> None:
         """Remove a consumer for good, registered or not: what only it needed is freed."""
@@ -233,57 +221,61 @@ class SpoolEventBuffer:
         dropped = self._write(None, head, {}, forget=name)
         del self._consumers[name]
         if consumer.live:
+            consumer.live = False  # its handle is closed now; its waiters learn it
             self._metrics.buffer_unread.remove(name)
+            consumer.lot.unpark_all()
         self._head = head
         self._index.drop(dropped)
-        if self._lot:
-            self._lot.unpark_all()
+        self._wake()
 
     def known_consumers(self) -> tuple[str, ...]:
         """Every consumer with a place in the spool, registered now or not."""
         return tuple(self._consumers)
 
-    def unread(self, name: str) -> int:
-        return self._index.tail - self._live(name).cursor
+    # What EventConsumer calls (ConsumerCore in _consumer.py).
 
-    def take_nowait(self, name: str, max_items: int) -> EventBatch:
-        """Hand ``name`` up to ``max_items`` unread events, oldest first; settle with commit."""
-        consumer = self._live(name)
-        if max_items < 0:
-            raise ValueError(f"max_items must be >= 0, got {max_items}.")
+    def _unread_of(self, state: ConsumerState) -> int:
+        return self._index.tail - state.cursor
+
+    def _unread_reach(self, state: ConsumerState, max_bytes: int) -> bool:
+        return self._index.size(state.cursor, self._index.tail) >= max_bytes
+
+    def _take(self, state: ConsumerState, max_items: int, max_bytes: int | None) -> EventBatch:
+        """Hand ``state`` up to ``max_items`` unread events, oldest first; settled by commit."""
         self._check_database()
-        start = consumer.cursor
+        start = state.cursor
         count = min(max_items, self._index.tail - start)
         if count <= 0:
             return EventBatch([], [], start)
+        if max_bytes is not None:
+            count = count_within(_SizesFrom(self._index, start), count, max_bytes)
         blobs = self._read(start, start + count)
         types = self._index.types(start, start + count)
-        consumer.cursor += count
-        consumer.consumed += count
-        consumer.outstanding[start] = start + count
+        state.take(start, count)
         if start == self._head:  # it may have been the slowest consumer
             self._head = min(c.cursor for c in self._consumers.values())
         return EventBatch(types, blobs, start)
 
-    def commit(self, consumer: str, batch: EventBatch) -> None:
-        """``consumer`` has settled ``batch`` (delivered, or dropped and counted): persist that.
+    def _commit(self, state: ConsumerState, batch: EventBatch) -> None:
+        """Persist the committed position once it moved (a batch delivered, or dropped and
+        counted, with no batch received before it still outstanding).
 
         A failed write is logged and retried with the next one; until then a restart would
         deliver the batch again, which at-least-once allows.
         """
-        state = self._consumer(consumer)
-        if not batch or state.outstanding.pop(batch.first_sequence, None) is None:
-            return  # empty, or taken before the consumer was given back its place
-        if self._file.closed:
-            return
-        self._persist()
+        if state.settle(batch) and not self._file.closed:
+            self._persist()
 
-    # ``timeout`` is Ray's name for the linger after the first event (see _buffer.py).
-    async def wait_for_batch(self, consumer: str, timeout: float) -> EventBatch:  # noqa: ASYNC109
-        """As :meth:`MultiConsumerEventBuffer.wait_for_batch`; settle what it returns."""
-        return await linger_and_take(self, self._lot, lambda: self._closed, consumer, timeout)
+    def _release(self, state: ConsumerState) -> None:
+        """The handle was closed: the consumer keeps its place, its events and its cursor."""
+        state.live = False
+        self._metrics.buffer_unread.remove(state.name)
 
-    # ---- lifecycle and introspection ---------------------------------------------------------
+    def _ended(self) -> bool:
+        return self._closed
+
+    def _tail_of(self) -> int:
+        return self._index.tail
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Checkpoint the WAL in a worker thread until cancelled (:meth:`SpoolFile.checkpoints`).
@@ -296,7 +288,7 @@ class SpoolEventBuffer:
     def close(self) -> None:
         """Refuse further adds; consumers drain what is left, then get trio.EndOfChannel."""
         self._closed = True
-        self._lot.unpark_all()
+        self._wake()
 
     async def aclose(self) -> None:
         self.close()
@@ -340,9 +332,9 @@ class SpoolEventBuffer:
             added=self._added,
             evicted=self._evicted,
             closed=self._closed,
-            tasks_waiting=len(self._lot),
+            tasks_waiting=sum(len(c.lot) for c in self._consumers.values()),
             consumers={
-                name: ConsumerStatistics(self._index.tail - c.cursor, c.consumed, c.evicted)
+                name: c.statistics(self._index.tail)
                 for name, c in self._consumers.items()
                 if c.live
             },
@@ -363,17 +355,16 @@ class SpoolEventBuffer:
 
     # ---- internals ---------------------------------------------------------------------------
 
-    def _consumer(self, name: str) -> _Consumer:
+    def _consumer(self, name: str) -> ConsumerState:
         try:
             return self._consumers[name]
         except KeyError:
-            raise KeyError(f"No consumer named {name!r} is registered with this buffer.") from None
+            raise KeyError(f"The spool {self.path!r} has no consumer named {name!r}.") from None
 
-    def _live(self, name: str) -> _Consumer:
-        consumer = self._consumers.get(name)
-        if consumer is None or not consumer.live:
-            raise KeyError(f"No consumer named {name!r} is registered with this buffer.")
-        return consumer
+    def _wake(self) -> None:
+        for consumer in self._consumers.values():
+            if consumer.lot:
+                consumer.lot.unpark_all()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -444,3 +435,19 @@ class SpoolEventBuffer:
                 "something else changed it."
             )
         return blobs
+
+
+class _SizesFrom:
+    """``sizes[k]``: the bytes of the ``k`` events from ``start`` (a lazy sequence to bisect)."""
+
+    __slots__ = ("_index", "_start")
+
+    def __init__(self, index: ChunkIndex, start: int) -> None:
+        self._index = index
+        self._start = start
+
+    def __getitem__(self, k: int) -> int:
+        return self._index.size(self._start, self._start + k)
+
+    def __len__(self) -> int:
+        return self._index.tail - self._start + 1
