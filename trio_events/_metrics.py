@@ -126,6 +126,29 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.agent_acknowledged_events = Counter(
+            "trio_events_agent_acknowledged_events",
+            "Events of AddEvents requests answered OK (buffered, or discarded with no publisher).",
+            registry=r,
+        )
+        self.agent_refused_streams = Counter(
+            "trio_events_agent_refused_streams",
+            "AddEvents streams refused before their message arrived, by reason "
+            "(receive_budget, receive_deadline, client_gone).",
+            ["reason"],
+            registry=r,
+        )
+        self.store_refused_events = Counter(
+            "trio_events_store_refused_events",
+            "Events the local store refused alone (part of published), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.spool_state = Gauge(
+            "trio_events_spool_ok",
+            "1 while the spool can keep its promise; 0 when full, unwritable or replaced.",
+            registry=r,
+        )
         self.buffer_size = Gauge(
             "trio_events_buffer_events", "Events held in the multi-consumer buffer.", registry=r
         )

@@ -248,7 +248,7 @@ class AgentService:
         ]
         if not clients and config.store_path is not None:
             store = await trio.to_thread.run_sync(EventStore, config.store_path)
-            self._store_client = StorePublishClient(store)
+            self._store_client = StorePublishClient(store, metrics=self._metrics)
             clients.append((self._store_client, config.store_publisher))
             logger.info("No export address: storing events in %s.", config.store_path)
         return clients

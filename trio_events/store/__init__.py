@@ -10,12 +10,16 @@ from trio_events.store._collector import Collector as Collector
 from trio_events.store._collector import CollectorConfig as CollectorConfig
 from trio_events.store._collector import CollectorStatistics as CollectorStatistics
 from trio_events.store._sqlite import EventStore as EventStore
+from trio_events.store._sqlite import InsertResult as InsertResult
 from trio_events.store._sqlite import InvalidEventError as InvalidEventError
+from trio_events.store._sqlite import RefusedEvent as RefusedEvent
 
 __all__ = [
     "Collector",
     "CollectorConfig",
     "CollectorStatistics",
     "EventStore",
+    "InsertResult",
     "InvalidEventError",
+    "RefusedEvent",
 ]
