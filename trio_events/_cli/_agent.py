@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from trio_events._cli._settings import AGENT_SETTINGS, PUBLISHER_SETTINGS, add_settings, read_secret
+from trio_events._logging import redact_url
 from trio_events.agent._filtering import parse_exposable_event_types
 from trio_events.agent._http_sink import HttpPublisherConfig
 from trio_events.agent._ingest import AgentConfig
@@ -174,7 +175,8 @@ async def run_agent(args: argparse.Namespace, environ: Mapping[str, str]) -> int
                 agent = config.agent
                 print(f"trio-events agent: gRPC AddEvents on {agent.host}:{addresses.grpc_port}")
                 for destination in config.destinations:
-                    print(f"trio-events agent: publishing to {destination.http.url}")
+                    shown = redact_url(destination.http.url)  # a token in the URL stays secret
+                    print(f"trio-events agent: publishing to {shown}")
                 if config.spool is not None:
                     print(
                         f"trio-events agent: spooling events in {config.spool.path} (resumed with "

@@ -16,6 +16,7 @@ import orjson
 import trio
 
 from trio_events import __version__, pb
+from trio_events._logging import install_redaction
 from trio_events.producer._events import EVENT_CLASSES
 
 Runner = Callable[[argparse.Namespace], int]
@@ -32,7 +33,7 @@ class _JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
 
 
@@ -139,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.log_format == "json"
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
+    install_redaction(handler)  # no token in any line, at any level (hpack's DEBUG included)
     logging.basicConfig(level=args.log_level, handlers=[handler])
     # httpx logs every request at INFO; that is noise next to our one line per event of note.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
