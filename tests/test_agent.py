@@ -7,7 +7,7 @@ import gc
 import logging
 import socket
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import grpc
@@ -497,3 +497,53 @@ async def test_a_closed_buffer_answers_unavailable() -> None:
             assert caught.value.status is Status.UNAVAILABLE
             total = "ray_aggregator_agent_events_buffer_add_failures_total"
             assert running.metrics.value(total) == 2
+
+
+# ---- shutdown: a second signal ----------------------------------------------------------------
+
+
+async def test_hurry_cuts_the_drain_short_and_still_counts_everything() -> None:
+    """What a second SIGTERM does: the drain ends at once; what is left is counted abandoned."""
+    from trio_events._http_server import Request, Response
+
+    refusals: list[float] = []
+    refused_while_draining = trio.Event()
+
+    async def refuse(request: Request) -> Response:
+        refusals.append(trio.current_time())
+        if len(refusals) >= 3:
+            refused_while_draining.set()
+        return Response.text(503, "not now")
+
+    with trio.fail_after(20):
+        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+            summary = await _hurried(nursery, refuse, refused_while_draining)
+    assert summary is not None
+    assert (summary.delivered, summary.dropped, summary.abandoned) == (0, 0, 300)
+
+
+async def _hurried(nursery: trio.Nursery, refuse: Any, refused: trio.Event) -> Any:
+    from trio_events._http_server import serve_http
+    from trio_events.agent._http_sink import HttpPublisherConfig
+    from trio_events.agent._publisher import PublisherConfig
+    from trio_events.agent._service import AgentService, Destination, ServiceConfig
+
+    sink_port = await nursery.start(serve_http, refuse, "127.0.0.1", 0)
+    destination = Destination(
+        HttpPublisherConfig(url=f"http://127.0.0.1:{sink_port}/"),
+        PublisherConfig(name="http_service", exposable_event_types=None, max_backoff=0.1),
+    )
+    service = AgentService(
+        ServiceConfig(agent=AgentConfig(), destinations=(destination,), grace_period=600.0)
+    )
+    addresses = await nursery.start(service.run)
+    await grpclib_add_events(addresses.grpc_port, request(*(event(i) for i in range(300))))
+    service.request_stop()
+    await refused.wait()  # draining: a 600 s grace period against a sink that says 503
+    assert service.summary is None
+    started = trio.current_time()
+    service.hurry()
+    summary = await service.wait_stopped()
+    assert trio.current_time() - started < 5
+    nursery.cancel_scope.cancel()
+    return summary

@@ -22,7 +22,7 @@ from trio_events.agent._spool import SpoolConfig
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Mapping
 
 logger = logging.getLogger("trio_events.agent")
 
@@ -198,10 +198,7 @@ async def run_agent(args: argparse.Namespace, environ: Mapping[str, str]) -> int
                         f"trio-events agent: metrics on http://{mhost}:{addresses.metrics_port}/metrics"
                     )
                 sys.stdout.flush()
-                async for signum in signals:
-                    logger.info("Received %s; shutting down in order.", signal.Signals(signum).name)
-                    service.request_stop()
-                    break
+                await _follow_signals(signals, service, nursery)
     except BaseExceptionGroup as group:
         # A start-up failure (a port in use, a file that cannot be opened or loaded) is a
         # sentence, like an invalid setting, not a traceback; a failure after start is a bug.
@@ -217,6 +214,31 @@ async def run_agent(args: argparse.Namespace, environ: Mapping[str, str]) -> int
     line = summary.line() if summary is not None else "not started"
     print(f"trio-events agent: stopped: {line}")
     return 0
+
+
+async def _follow_signals(
+    signals: AsyncIterator[int], service: AgentService, nursery: trio.Nursery
+) -> None:
+    """The first SIGTERM or SIGINT starts the ordered shutdown; another one cuts its drain
+    short. The handlers stay ours until the service has stopped, so a repeated signal never
+    kills the process before its summary is counted and printed."""
+    with trio.CancelScope() as listening:
+
+        async def stop_listening() -> None:
+            await service.wait_stopped()
+            listening.cancel()
+
+        nursery.start_soon(stop_listening)
+        first = True
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if first:
+                logger.info("Received %s; shutting down in order.", name)
+                service.request_stop()
+                first = False
+            else:
+                logger.warning("Received %s again; ending the drain now.", name)
+                service.hurry()
 
 
 _STARTUP_ERRORS = (OSError, ValueError, sqlite3.Error)

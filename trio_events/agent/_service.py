@@ -124,6 +124,7 @@ class AgentService:
         self._config = config
         self._metrics = metrics if metrics is not None else Metrics()
         self._stop = trio.Event()
+        self._hurry = trio.Event()
         self._stopped = trio.Event()
         self._publishers: list[RayEventPublisher] = []
         self._buffer: EventBuffer | None = None
@@ -142,6 +143,13 @@ class AgentService:
     def request_stop(self) -> None:
         """Begin the ordered shutdown (what SIGTERM does); :meth:`run` returns when done."""
         self._stop.set()
+
+    def hurry(self) -> None:
+        """Cut the shutdown's drain short (what a second SIGTERM or SIGINT does): publishers
+        stop at once and what they still hold is counted as abandoned (or stays in the spool),
+        so the summary is still complete."""
+        self._stop.set()
+        self._hurry.set()
 
     async def wait_stopped(self) -> ShutdownSummary | None:
         """Wait until :meth:`run` has finished its shutdown; the summary, if it got that far."""
@@ -260,9 +268,18 @@ class AgentService:
         async def drain_one(publisher: RayEventPublisher) -> None:
             results.append(await publisher.drain(deadline))
 
-        async with trio.open_nursery() as nursery:
+        async def cut_short() -> None:
+            await self._hurry.wait()
+            logger.warning("Asked again to stop: ending the drain now.")
             for publisher in self._publishers:
-                nursery.start_soon(drain_one, publisher)
+                watcher.start_soon(publisher.drain, trio.current_time())
+
+        async with trio.open_nursery() as watcher:
+            watcher.start_soon(cut_short)
+            async with trio.open_nursery() as nursery:
+                for publisher in self._publishers:
+                    nursery.start_soon(drain_one, publisher)
+            watcher.cancel_scope.cancel()
         return ShutdownSummary(
             delivered=sum(s.delivered for s in results),
             dropped=sum(s.dropped for s in results),
