@@ -96,6 +96,8 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
         on_full=args.on_full,
         buffer_size=args.buffer_size,
         max_batch_size=args.max_batch_size,
+        receive_budget_bytes=args.receive_budget_bytes,
+        receive_timeout=args.receive_timeout,
     )
     exposable = (
         parse_exposable_event_types(args.exposable_event_types)
@@ -146,6 +148,8 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
             max_events=args.spool_max_events,
             max_bytes=args.spool_max_bytes or None,
             synchronous=args.spool_synchronous,
+            max_file_bytes=args.spool_max_file_bytes or None,
+            min_free_bytes=args.spool_min_free_bytes,
         )
     return ServiceConfig(
         agent=agent,

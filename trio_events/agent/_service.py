@@ -314,10 +314,15 @@ class AgentService:
             m.buffer_unread.labels(publisher.name).set(publisher.statistics().unread)
 
     def health(self) -> tuple[bool, dict[str, object]]:
-        """Unhealthy while the gRPC server is down or a publisher has failed for too long."""
+        """Unhealthy while the gRPC server is down, the spool is full, stalled or replaced, or
+        a publisher has failed for too long."""
         reasons: list[str] = []
         if self._agent is None or self._agent.port is None:
             reasons.append("the gRPC server is not serving")
+        spool = self._buffer if isinstance(self._buffer, SpoolEventBuffer) else None
+        problem = spool.problem() if spool is not None else None
+        if problem is not None:
+            reasons.append(f"the spool cannot keep its promise: {problem}")
         publishers: dict[str, object] = {}
         for publisher in self._publishers:
             stats = publisher.statistics()
