@@ -254,8 +254,8 @@ class SpoolEventBuffer:
                 try:
                     file.check_room(incoming)
                 except SpoolFullError:
-                    # The WAL may hold most of the space; reclaim it once, then decide.
-                    if not file.truncate_wal():
+                    # Free pages and the WAL may hold most of the space: give it back, decide.
+                    if not file.release_space():
                         raise
                     file.check_room(incoming)
             file.write(**kwargs)
@@ -497,7 +497,7 @@ class SpoolEventBuffer:
             await self._persist_in_thread()
             if self._full is not None:
                 async with self._write_lock:
-                    await trio.to_thread.run_sync(self._file.truncate_wal, limiter=self._limiter)
+                    await trio.to_thread.run_sync(self._file.release_space, limiter=self._limiter)
 
     async def _persist_in_thread(self) -> None:
         """:meth:`_persist` with the write in a worker thread, under the write lock."""

@@ -210,6 +210,9 @@ class SpoolFile:
             )
         if not tables:
             conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # only possible before any table
+            # Pages of deleted chunks can then be given back to the file system when it fills
+            # up (release_space); also only possible before any table.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise ValueError(
@@ -338,6 +341,16 @@ class SpoolFile:
                 f"needing {need} would leave less than {self._min_free_bytes} "
                 "(--spool-min-free-bytes)."
             )
+
+    def release_space(self) -> bool:
+        """Give the pages of deleted chunks back to the file system and truncate the WAL to
+        nothing; False if the WAL could not be truncated now (a reader, or no room), which the
+        next attempt retries. Spools created before auto_vacuum only truncate the WAL."""
+        try:
+            self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+        except sqlite3.Error as exc:
+            logger.warning("Releasing the spool %s's free pages failed: %s.", self.path, exc)
+        return self.truncate_wal()
 
     def truncate_wal(self) -> bool:
         """Copy the WAL into the database and truncate it to nothing; False if it could not
