@@ -99,6 +99,22 @@ async def test_a_deleted_spool_file_stops_acknowledging_for_good(tmp_path: Path)
             await add_async(spool, 3, 6)
 
 
+async def test_deliveries_are_still_recorded_after_the_file_was_deleted(tmp_path: Path) -> None:
+    """The persister goes on (in the open, deleted file) instead of failing the service."""
+    with trio.fail_after(DEADLINE), open_spool(tmp_path / "s.spool") as spool:
+        spool.register_consumer("pub")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(spool.run)
+            await add_async(spool, 0, 3)
+            os.unlink(tmp_path / "s.spool")
+            spool.commit("pub", spool.take_nowait("pub", 10))
+            while spool._consumers["pub"].saved != 3:  # noqa: ASYNC110 (written by a thread)
+                await trio.sleep(0.01)
+            with pytest.raises(trio.BrokenResourceError):
+                await add_async(spool, 3, 6)
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_replaced_spool_file_is_detected(tmp_path: Path) -> None:
     with trio.fail_after(DEADLINE), open_spool(tmp_path / "s.spool") as spool:
         spool.register_consumer("pub")

@@ -44,10 +44,10 @@ from trio_events.agent._spool_db import (
     SpoolFullError,
     SpoolReplacedError,
     SpoolStatistics,
-    is_disk_full,
     logger,
 )
 from trio_events.agent._spool_index import ChunkIndex
+from trio_events.agent._spool_writer import SpoolStalledError, SpoolWriter
 
 __all__ = [
     "SpoolConfig",
@@ -57,11 +57,6 @@ __all__ = [
     "SpoolStalledError",
     "SpoolStatistics",
 ]
-
-
-class SpoolStalledError(Exception):
-    """A write has been in flight longer than ``write_timeout`` (a stalled disk); requests are
-    refused until it finishes. ``str()`` is one sentence."""
 
 
 @final
@@ -149,14 +144,10 @@ class SpoolEventBuffer:
         self._metrics.buffer_capacity.set(self._capacity)
         self._metrics.buffer_size.set_function(lambda: float(self._index.tail - self._head))
         self._persist()  # cursors clamped while loading, if any
-        self._write_lock = trio.Lock()
-        self._limiter = trio.CapacityLimiter(1)  # one SQLite call in a worker thread at a time
-        self._write_started: float | None = None  # trio time the write in flight began
+        self._writer = SpoolWriter(self._file, config.write_timeout)
         self._evicting = False  # a write that evicts unread events is in flight: no takes
         self._persist_soon = trio.Event()
         self._persister_running = False
-        self._full: str | None = None  # why the last add found no room (clears on success)
-        self._replaced: str | None = None  # the file was deleted or replaced (for good)
         self._metrics.spool_state.set_function(lambda: 0.0 if self.problem() else 1.0)
 
     def _load(self) -> None:
@@ -209,18 +200,7 @@ class SpoolEventBuffer:
         trio.BrokenResourceError when the file was replaced or cannot be written.
         """
         self._check_open()
-        if self._replaced is not None:
-            raise trio.BrokenResourceError(self._replaced)
-        timeout = self._config.write_timeout
-        started = self._write_started
-        if started is not None and trio.current_time() - started > timeout:
-            raise SpoolStalledError(self._stalled_sentence(started))
-        try:
-            with trio.fail_after(timeout):
-                await self._write_lock.acquire()
-        except trio.TooSlowError:
-            raise SpoolStalledError(self._stalled_sentence(self._write_started)) from None
-        try:
+        async with self._writer.turn():
             plan = self._plan_add(event_types, blobs)
             if plan is None:
                 return
@@ -230,70 +210,15 @@ class SpoolEventBuffer:
             # is cancelled (its client gone): the file and the index must agree.
             with trio.CancelScope(shield=True):
                 self._evicting = plan.drop > 0
-                self._write_started = trio.current_time()
                 try:
-                    await trio.to_thread.run_sync(
-                        self._checked_write, plan.size, write.kwargs, limiter=self._limiter
-                    )
+                    await self._writer.write_chunk(plan.size, write.kwargs)
                 finally:
-                    self._write_started = None
                     self._evicting = False
                 self._apply_add(plan, self._finish(write))
-            if self._full is not None:
-                logger.warning("Spool %s: there is room again; accepting events.", self.path)
-                self._full = None
-        finally:
-            self._write_lock.release()
-
-    def _checked_write(self, incoming: int, kwargs: dict[str, Any]) -> None:
-        """In the worker thread: check the file and the room, then write (see add_many)."""
-        file = self._file
-        try:
-            file.check_identity()
-            if incoming:
-                try:
-                    file.check_room(incoming)
-                except SpoolFullError:
-                    # Free pages and the WAL may hold most of the space: give it back, decide.
-                    if not file.release_space():
-                        raise
-                    file.check_room(incoming)
-            file.write(**kwargs)
-        except SpoolReplacedError as exc:
-            self._replaced = str(exc)
-            logger.error("%s Refusing events from now on.", exc)
-            raise trio.BrokenResourceError(str(exc)) from None
-        except SpoolFullError as exc:
-            self._note_full(str(exc))
-            raise
-        except sqlite3.Error as exc:
-            if is_disk_full(exc):
-                self._note_full(f"The spool {self.path!r} could not be written ({exc}).")
-                raise SpoolFullError(self._full) from None
-            raise trio.BrokenResourceError(
-                f"The spool {self.path!r} could not be written ({exc})."
-            ) from exc
-
-    def _note_full(self, sentence: str) -> None:
-        if self._full is None:
-            logger.warning("%s Refusing requests until deliveries free space.", sentence)
-        self._full = sentence
-
-    def _stalled_sentence(self, started: float | None) -> str:
-        waited = 0.0 if started is None else trio.current_time() - started
-        return (
-            f"The spool {self.path!r} has not finished a write for {waited:.1f} s (a stalled "
-            f"disk?); refusing requests after {self._config.write_timeout} s of waiting."
-        )
 
     def problem(self) -> str | None:
         """Why the spool cannot keep its promise now (for /healthz), or None."""
-        if self._replaced is not None:
-            return self._replaced
-        started = self._write_started
-        if started is not None and trio.current_time() - started > self._config.write_timeout:
-            return self._stalled_sentence(started)
-        return self._full
+        return self._writer.problem()
 
     def _plan_add(self, event_types: Sequence[int], blobs: Sequence[bytes]) -> _Add | None:
         self._check_open()
@@ -486,7 +411,8 @@ class SpoolEventBuffer:
                 await self._persister()
             finally:
                 self._persister_running = False
-                with trio.CancelScope(shield=True):  # bounded: one small transaction
+                # Shielded, and bounded while waiting for the writer (a stalled disk).
+                with trio.move_on_after(self._config.write_timeout, shield=True):
                     await self._persist_in_thread()
 
     async def _persister(self) -> None:
@@ -495,31 +421,16 @@ class SpoolEventBuffer:
                 await self._persist_soon.wait()
             self._persist_soon = trio.Event()
             await self._persist_in_thread()
-            if self._full is not None:
-                async with self._write_lock:
-                    await trio.to_thread.run_sync(self._file.release_space, limiter=self._limiter)
+            await self._writer.release_space()
 
     async def _persist_in_thread(self) -> None:
         """:meth:`_persist` with the write in a worker thread, under the write lock."""
         if self._file.closed:
             return
-        async with self._write_lock:
+        async with self._writer.background_turn():
             write = self._prepare(None, self._head, {})
-            if write is None:
-                return
-            try:
-                await trio.to_thread.run_sync(
-                    lambda: self._file.write(**write.kwargs), limiter=self._limiter
-                )
-            except sqlite3.Error as exc:
-                logger.warning(
-                    "The spool %r could not record deliveries (%s); a restart may deliver some "
-                    "events again.",
-                    self.path,
-                    exc,
-                )
-                return
-            self._index.drop(self._finish(write))
+            if write is not None and await self._writer.write_cursors(write.kwargs):
+                self._index.drop(self._finish(write))
 
     def close(self) -> None:
         """Refuse further adds; consumers drain what is left, then get trio.EndOfChannel."""

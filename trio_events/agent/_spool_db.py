@@ -187,6 +187,14 @@ class SpoolFile:
         except BaseException:
             self._conn.close()
             raise
+        try:
+            # Read once now: a connection opens the WAL and shared memory on its first read,
+            # which fails once the file is deleted; opened, it goes on reading the open file.
+            self._reader.execute("SELECT count(*) FROM cursors").fetchall()
+        except BaseException:
+            self._reader.close()
+            self._conn.close()
+            raise
         self._closed = False
         self._unflushed = 0  # bytes appended since the last checkpoint round
         self._flush_soon = trio.Event()
