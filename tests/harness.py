@@ -227,12 +227,15 @@ class AgentCounters:
     latency_sum: float
     latency_count: int
     resumed: int = 0  # events taken over from a spool at start (not in ``received``)
+    # Received but refused UNAVAILABLE (Ray's meaning: received = acknowledged + these).
+    add_failures: int = 0
 
     @property
     def in_flight(self) -> int:
         """Taken from the buffer and not yet delivered, filtered or dropped."""
         done = self.published + self.filtered + sum(self.dropped.values())
-        return self.received + self.resumed - self.evicted - self.unread - done
+        buffered = self.received - self.add_failures + self.resumed
+        return buffered - self.evicted - self.unread - done
 
     @property
     def held(self) -> int:
@@ -257,6 +260,7 @@ class AgentCounters:
         return cls(
             received=int(total("ray_aggregator_agent_events_received_total")),
             rejected=int(total("trio_events_agent_rejected_events_total")),
+            add_failures=int(total("ray_aggregator_agent_events_buffer_add_failures_total")),
             published=int(total("ray_aggregator_agent_published_events_total")),
             filtered=int(total("ray_aggregator_agent_filtered_events_total")),
             dropped=by("trio_events_publisher_dropped_events_total", "reason"),

@@ -8,7 +8,7 @@ import gc
 import logging
 import socket
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import grpc
@@ -561,11 +561,121 @@ def test_config_validation(kwargs: dict[str, object], message: str) -> None:
 
 
 async def test_a_closed_buffer_answers_unavailable() -> None:
+    """Ray's accounting: received = acknowledged + add failures (refused UNAVAILABLE)."""
     with trio.fail_after(DEADLINE):
         async with in_memory_agent() as running:
+            await running.add_events(request(event(0), event(1), event(2)))
             running.agent.buffer.close()
             with pytest.raises(GRPCError) as caught:
                 await running.add_events(request(event(0), event(1)))
             assert caught.value.status is Status.UNAVAILABLE
-            total = "ray_aggregator_agent_events_buffer_add_failures_total"
-            assert running.metrics.value(total) == 2
+            value = running.metrics.value
+            assert value("ray_aggregator_agent_events_buffer_add_failures_total") == 2
+            assert value("trio_events_agent_acknowledged_events_total") == 3
+            assert value("ray_aggregator_agent_events_received_total") == 5
+
+
+# ---- shutdown: a second signal ----------------------------------------------------------------
+
+
+async def test_hurry_cuts_the_drain_short_and_still_counts_everything() -> None:
+    """What a second SIGTERM does: the drain ends at once; what is left is counted abandoned."""
+    from trio_events._http_server import Request, Response
+
+    refusals: list[float] = []
+    refused_while_draining = trio.Event()
+
+    async def refuse(request: Request) -> Response:
+        refusals.append(trio.current_time())
+        if len(refusals) >= 3:
+            refused_while_draining.set()
+        return Response.text(503, "not now")
+
+    with trio.fail_after(20):
+        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+            summary = await _hurried(nursery, refuse, refused_while_draining)
+    assert summary is not None
+    assert (summary.delivered, summary.dropped, summary.abandoned) == (0, 0, 300)
+
+
+async def _hurried(nursery: trio.Nursery, refuse: Any, refused: trio.Event) -> Any:
+    from trio_events._http_server import serve_http
+    from trio_events.agent._http_sink import HttpPublisherConfig
+    from trio_events.agent._publisher import PublisherConfig
+    from trio_events.agent._service import AgentService, Destination, ServiceConfig
+
+    sink_port = await nursery.start(serve_http, refuse, "127.0.0.1", 0)
+    destination = Destination(
+        HttpPublisherConfig(url=f"http://127.0.0.1:{sink_port}/"),
+        PublisherConfig(name="http_service", exposable_event_types=None, max_backoff=0.1),
+    )
+    service = AgentService(
+        ServiceConfig(agent=AgentConfig(), destinations=(destination,), grace_period=600.0)
+    )
+    addresses = await nursery.start(service.run)
+    await grpclib_add_events(addresses.grpc_port, request(*(event(i) for i in range(300))))
+    service.request_stop()
+    await refused.wait()  # draining: a 600 s grace period against a sink that says 503
+    assert service.summary is None
+    started = trio.current_time()
+    service.hurry()
+    summary = await service.wait_stopped()
+    assert trio.current_time() - started < 5
+    nursery.cancel_scope.cancel()
+    return summary
+
+
+# ---- bounded receiving ------------------------------------------------------------------------
+
+
+async def test_streams_past_the_receive_budget_are_refused_and_slow_ones_time_out() -> None:
+    """4 streams announce 900 KB each and hold it one byte short: 2 fit the 2 MiB budget and
+    time out after receive_timeout; the 2 others are refused at once; all memory is released."""
+    from tests.slow_grpc import slowloris
+
+    config = AgentConfig(
+        max_message_bytes=1024 * 1024, receive_budget_bytes=2 * 1024 * 1024, receive_timeout=0.5
+    )
+    with trio.fail_after(20):
+        async with running_agent(config) as running:
+            statuses = await slowloris(running.port, 1, 4, 900_000, None)
+            assert statuses == {
+                str(Status.RESOURCE_EXHAUSTED.value): 2,
+                str(Status.DEADLINE_EXCEEDED.value): 2,
+            }
+            assert running.agent._budget.reserved == 0
+            refused = running.metrics.value
+            assert (
+                refused("trio_events_agent_refused_streams_total", {"reason": "receive_budget"})
+                == 2
+            )
+            assert (
+                refused("trio_events_agent_refused_streams_total", {"reason": "receive_deadline"})
+                == 2
+            )
+            # The agent goes on serving.
+            await grpclib_add_events(running.port, request(event(1)))
+            assert len(taken(running)) == 1
+
+
+def test_receive_budget_must_fit_one_message() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^AgentConfig\.receive_budget_bytes \(10\) must be at least max_message_bytes \(20\), or no request that large could ever be received\.$",
+    ):
+        AgentConfig(max_message_bytes=20, receive_budget_bytes=10)
+
+
+async def test_a_client_that_leaves_releases_what_its_streams_reserved() -> None:
+    from tests.slow_grpc import slowloris
+
+    config = AgentConfig(max_message_bytes=1024 * 1024, receive_timeout=600)
+    with trio.fail_after(20):
+        async with running_agent(config) as running:
+            statuses = await slowloris(running.port, 2, 3, 900_000, 0.3)
+            assert statuses == {"open": 6}  # held, unanswered, when the client went away
+            # Released as grpclib cancels the handlers (the asyncio side sets no trio.Event).
+            while running.agent._budget.reserved:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            gone = {"reason": "client_gone"}
+            assert running.metrics.value("trio_events_agent_refused_streams_total", gone) == 6

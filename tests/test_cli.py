@@ -264,8 +264,8 @@ def test_logger_names_follow_the_module_layout() -> None:
     found = {}
     for path in (ROOT / "trio_events").rglob("*.py"):
         for name in re.findall(r"logging\.getLogger\(([^)]*)\)", path.read_text()):
-            if name in ('"httpx"', ""):
-                continue
+            if name in ('"httpx"', "") or not name.startswith('"'):
+                continue  # httpx's own logger, the root, or a name passed in
             module = path.relative_to(ROOT).with_suffix("").parts
             expected = ".".join(part.lstrip("_") for part in module)
             found[str(path.relative_to(ROOT))] = (name.strip('"'), expected)

@@ -232,21 +232,43 @@ async def test_idle_keep_alive_connection_is_closed(nursery):
             assert await stream.receive_some(100) == b""  # closed silently, no 408
 
 
-async def test_connections_beyond_the_limit_wait_for_a_slot(nursery):
+async def test_connections_beyond_the_limit_wait_for_a_busy_slot(nursery):
     with trio.fail_after(DEADLINE):
         handler = Recorder()
         port = await start(nursery, handler, max_connections=1)
         first = await trio.open_tcp_stream("127.0.0.1", port)
+        # A request under way is not idle: its connection keeps its slot.
+        await first.send_all(b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n")
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
         async with await trio.open_tcp_stream("127.0.0.1", port) as second:
             async with first:
-                assert (await RawClient(first).request("GET", "/first"))[0] == 200
                 await second.send_all(b"GET /second HTTP/1.1\r\nHost: t\r\n\r\n")
                 await trio.testing.wait_all_tasks_blocked(cushion=0.05)
-                assert [r.path for r in handler.requests] == ["/first"]
-            # Closing the first connection frees its slot for the second.
+                assert handler.requests == []
+                await first.send_all(b"abc")
+                status, _, body = await RawClient(first).response()
+                assert (status, body) == (200, b"POST /first q= body=3\n")
+                # Now the first is idle and the second waits: the idle one makes room.
+                assert await read_until_closed(first) == b""
             status, _, _ = await RawClient(second).response()
             assert status == 200
             assert [r.path for r in handler.requests] == ["/first", "/second"]
+
+
+async def test_idle_connections_never_lock_out_a_health_probe(nursery):
+    """64 connections that connect and say nothing take every slot; a probe is still served."""
+    with trio.fail_after(DEADLINE):
+        port = await start(nursery, Recorder(), max_connections=64)
+        idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(64)]
+        try:
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            for _ in range(3):
+                async with httpx.AsyncClient(timeout=2) as client:
+                    response = await client.get(f"http://127.0.0.1:{port}/healthz")
+                assert response.status_code == 200
+        finally:
+            for stream in idle:
+                await stream.aclose()
 
 
 @pytest.mark.parametrize(

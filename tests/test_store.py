@@ -10,7 +10,7 @@ import trio
 
 from tests import ray_event_samples as s
 from trio_events.store._ray_json import entity_of, id_candidates, timestamp_ns
-from trio_events.store._sqlite import EventStore, InvalidEventError, connect_read_only
+from trio_events.store._sqlite import EventStore, InsertResult, connect_read_only
 
 TS = "2025-06-30T16:50:30.130457542Z"
 
@@ -24,10 +24,10 @@ def test_insert_batch_dedups_within_and_across_batches(tmp_path):
     db = tmp_path / "e.db"
     event = s.task_lifecycle(1, s.TASK_ID, 2, [("RUNNING", TS), ("FINISHED", TS)])
     with EventStore(db) as store:
-        assert store.insert_batch_sync([event, event]) == (1, 1)
+        assert store.insert_batch_sync([event, event]) == InsertResult(1, 1)
         # The same id in URL-safe base64 is the same event.
         same = dict(event, eventId=event["eventId"].replace("+", "-").replace("/", "_"))
-        assert store.insert_batch_sync([same, s.to_snake(event)]) == (0, 2)
+        assert store.insert_batch_sync([same, s.to_snake(event)]) == InsertResult(0, 2)
         assert store.count_sync() == 1
     [row] = _rows(db, "SELECT event_type, source_type, timestamp, timestamp_ns, session_name, "
                       "node_id, entity_kind, entity_id, entity_attempt FROM events")  # fmt: skip
@@ -41,14 +41,42 @@ def test_insert_batch_dedups_within_and_across_batches(tmp_path):
     ]
 
 
-def test_an_invalid_element_stores_nothing(tmp_path):
+def test_an_invalid_element_is_refused_alone(tmp_path):
     good = s.task_lifecycle(1, s.TASK_ID, 0, [("RUNNING", TS)])
+    late = s.task_lifecycle(3, s.TASK_ID, 0, [("RUNNING", TS)])
+    late["timestamp"] = "2300-01-01T00:00:00Z"  # valid protobuf and RFC 3339, past int64 ns
     with EventStore(tmp_path / "e.db") as store:
-        with pytest.raises(
-            InvalidEventError, match=r"^Event 1 has no eventType \(or event_type\)\.$"
-        ):
-            store.insert_batch_sync([good, {"eventId": s.event_id(2)}])
-        assert store.count_sync() == 0
+        result = store.insert_batch_sync([good, {"eventId": s.event_id(2)}, late, "x"])
+        assert (result.inserted, result.duplicates) == (1, 0)
+        assert [(r.index, r.reason) for r in result.refused] == [
+            (1, "missing_event_type"),
+            (2, "timestamp_out_of_range"),
+            (3, "not_an_object"),
+        ]
+        assert result.refused[0].message == "Event 1 has no eventType (or event_type)."
+        assert result.refused[1].event_id == late["eventId"]
+        assert result.refused_by_reason() == {
+            "missing_event_type": 1,
+            "timestamp_out_of_range": 1,
+            "not_an_object": 1,
+        }
+        assert store.count_sync() == 1
+
+
+def test_every_refusal_reason_never_raises(tmp_path):
+    """Whatever JSON values arrive, the store answers with a result, never an exception."""
+    odd: list[object] = [None, 1, [], {"eventId": 7}, {"eventId": "AQ==", "eventType": 7},
+           {"eventId": "AQ", "eventType": "X", "timestamp": "9999-12-31T23:59:59.999999999Z"},
+           {"eventId": "QUFB" * 100, "eventType": "X"},
+           {"eventId": "AQ==", "eventType": "X", "timestamp": "0001-01-01T00:00:00Z"}]  # fmt: skip
+    with EventStore(tmp_path / "e.db") as store:
+        result = store.insert_batch_sync(odd)
+    assert result.inserted == 0
+    assert len(result.refused) == len(odd)
+    assert {r.reason for r in result.refused} == {
+        "not_an_object", "missing_event_id", "missing_event_type", "timestamp_out_of_range",
+        "invalid_event_id",
+    }  # fmt: skip
 
 
 async def test_async_insert_runs_in_a_thread(tmp_path):
@@ -59,7 +87,7 @@ async def test_async_insert_runs_in_a_thread(tmp_path):
                 for n in range(10):  # concurrent callers are serialized, none is lost
                     batch = [s.actor_definition(n * 100 + i, TS) for i in range(50)]
                     nursery.start_soon(store.insert_batch, batch)
-            assert await store.insert_batch([s.actor_definition(0, TS)]) == (0, 1)
+            assert await store.insert_batch([s.actor_definition(0, TS)]) == InsertResult(0, 1)
     finally:
         await store.aclose()
     assert _rows(tmp_path / "e.db", "SELECT count(*) FROM events") == [(500,)]

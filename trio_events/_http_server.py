@@ -8,7 +8,12 @@ Requests are read whole (bounded by ``max_body_bytes``) and handed to one async 
   before reading, or while reading a chunked body), 408 when a started request does not arrive
   within ``request_timeout``; an idle keep-alive connection is closed after ``idle_timeout``;
 - at most ``max_connections`` connections are served at once; further ones wait in the kernel's
-  accept backlog, so memory is bounded by roughly ``max_connections * max_body_bytes``;
+  accept backlog, so memory is bounded by roughly ``max_connections * max_body_bytes``; when
+  every slot is taken and a new connection is waiting, the connection idle the longest (between
+  requests, or connected and silent) is closed to make room, so idle clients can never lock out
+  a liveness probe (``/healthz``);
+- ``on_refusal(status)`` is called for every request the server itself refuses (400, 408, 413,
+  431), so an application can count them with its own refusals;
 - a handler that raises gets a 500 and a logged traceback, and the server goes on serving.
 """
 
@@ -90,12 +95,54 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def _ignore_refusal(status: int) -> None:
+    pass
+
+
 @final
 @attrs.frozen
 class _Limits:
     max_body_bytes: int
     request_timeout: float
     idle_timeout: float
+    on_refusal: Callable[[int], None] = _ignore_refusal
+
+
+@final
+class _Pool:
+    """The connection slots, and the connections idle now (oldest first), which may be evicted."""
+
+    def __init__(self, size: int) -> None:
+        self.slots = trio.Semaphore(size)
+        self.idle: dict[object, trio.CancelScope] = {}
+        self.changed = trio.lowlevel.ParkingLot()  # a slot was released or a connection idles
+
+    def set_idle(self, key: object, scope: trio.CancelScope) -> None:
+        self.idle[key] = scope
+        self.changed.unpark_all()
+
+    def release(self) -> None:
+        self.slots.release()
+        self.changed.unpark_all()
+
+    async def make_room(self, listener: trio.SocketListener) -> None:
+        """When every slot is taken: once a connection waits to be accepted, close the one idle
+        the longest; return when a slot is free or one is being freed."""
+        while not self.slots.value:
+            await trio.lowlevel.wait_readable(listener.socket)
+            if self.slots.value:
+                return
+            if self.evict_oldest_idle():
+                logger.debug("All HTTP connection slots are taken; closed an idle connection.")
+                return
+            await self.changed.park()
+
+    def evict_oldest_idle(self) -> bool:
+        for key, scope in self.idle.items():
+            del self.idle[key]
+            scope.cancel()
+            return True
+        return False
 
 
 async def serve_http(
@@ -108,6 +155,7 @@ async def serve_http(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    on_refusal: Callable[[int], None] = _ignore_refusal,
 ) -> NoReturn:
     """Serve ``handler`` on ``host:port`` until cancelled; ``started()`` gets the bound port.
 
@@ -121,37 +169,39 @@ async def serve_http(
         raise ValueError(f"max_connections must be >= 1, not {max_connections}.")
     if request_timeout <= 0 or idle_timeout <= 0:
         raise ValueError("request_timeout and idle_timeout must be positive numbers of seconds.")
-    limits = _Limits(max_body_bytes, request_timeout, idle_timeout)
+    limits = _Limits(max_body_bytes, request_timeout, idle_timeout, on_refusal)
     listeners = await trio.open_tcp_listeners(port, host=host)
     if port == 0:
         for extra in listeners[1:]:
             extra.socket.close()  # synchronous, so no checkpoint can leave a listener unowned
         del listeners[1:]
     bound_port: int = listeners[0].socket.getsockname()[1]
-    slots = trio.Semaphore(max_connections)
+    pool = _Pool(max_connections)
     async with trio.open_nursery() as nursery:
         for listener in listeners:
-            nursery.start_soon(_accept_loop, listener, slots, nursery, handler, limits)
+            nursery.start_soon(_accept_loop, listener, pool, nursery, handler, limits)
         task_status.started(bound_port)
     raise AssertionError("The accept loops of serve_http returned, which they never do.")
 
 
 async def _accept_loop(
     listener: trio.SocketListener,
-    slots: trio.Semaphore,
+    pool: _Pool,
     nursery: trio.Nursery,
     handler: Handler,
     limits: _Limits,
 ) -> NoReturn:
+    slots = pool.slots
     async with listener:
         while True:
+            await pool.make_room(listener)
             # Take a slot before accepting, so excess connections queue in the kernel backlog
             # instead of in our memory.
             await slots.acquire()
             try:
                 stream = await listener.accept()
             except OSError as exc:
-                slots.release()
+                pool.release()
                 if exc.errno not in _ACCEPT_RETRY_ERRNOS:
                     raise
                 logger.error(
@@ -163,22 +213,22 @@ async def _accept_loop(
                 await trio.sleep(_ACCEPT_RETRY_DELAY)
                 continue
             except BaseException:
-                slots.release()
+                pool.release()
                 raise
-            nursery.start_soon(_serve_connection, stream, slots, handler, limits)
+            nursery.start_soon(_serve_connection, stream, pool, handler, limits)
 
 
 async def _serve_connection(
-    stream: trio.SocketStream, slots: trio.Semaphore, handler: Handler, limits: _Limits
+    stream: trio.SocketStream, pool: _Pool, handler: Handler, limits: _Limits
 ) -> None:
     try:
         async with stream:
-            await _Connection(stream, handler, limits).serve()
+            await _Connection(stream, handler, limits, pool).serve()
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         # The peer went away mid-exchange: that ends this connection, not the server.
         logger.debug("HTTP connection ended by the peer: %r", exc)
     finally:
-        slots.release()
+        pool.release()
 
 
 class _StopConnection(Exception):
@@ -191,10 +241,13 @@ class _BodyTooLarge(Exception):
 
 @final
 class _Connection:
-    def __init__(self, stream: trio.SocketStream, handler: Handler, limits: _Limits) -> None:
+    def __init__(
+        self, stream: trio.SocketStream, handler: Handler, limits: _Limits, pool: _Pool
+    ) -> None:
         self._stream = stream
         self._handler = handler
         self._limits = limits
+        self._pool = pool
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADER_BYTES)
 
     async def serve(self) -> None:
@@ -215,7 +268,11 @@ class _Connection:
         buffered, closed = self._h11.trailing_data
         if not buffered and not closed:
             with trio.move_on_after(self._limits.idle_timeout) as idle:
-                await self._receive()
+                self._pool.set_idle(self, idle)  # evictable while it waits here
+                try:
+                    await self._receive()
+                finally:
+                    self._pool.idle.pop(self, None)
             if idle.cancelled_caught:
                 raise _StopConnection
         limit = self._limits.max_body_bytes
@@ -289,6 +346,7 @@ class _Connection:
 
     async def _fail(self, status: int, reason: str) -> NoReturn:
         """Answer an unreadable request with ``status`` (if still possible), then close."""
+        self._limits.on_refusal(status)
         if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             head, body = _to_h11(Response.text(status, reason), close=True)
             try:

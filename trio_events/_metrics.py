@@ -198,6 +198,25 @@ class Metrics:
             "Writes of consumers' cursors to the spool that failed (retried with the next write;"
             " a restart before that re-delivers what the cursors had passed).",
         )
+        self.agent_acknowledged_events = self._counter(
+            "trio_events_agent_acknowledged_events",
+            "Events of AddEvents requests answered OK (buffered, or discarded with no publisher).",
+        )
+        self.agent_refused_streams = self._counter(
+            "trio_events_agent_refused_streams",
+            "AddEvents streams refused before their message arrived, by reason "
+            "(receive_budget, receive_deadline, client_gone).",
+            ("reason",),
+        )
+        self.store_refused_events = self._counter(
+            "trio_events_store_refused_events",
+            "Events the local store refused alone (part of published), by reason.",
+            ("reason",),
+        )
+        self.spool_state = self._gauge(
+            "trio_events_spool_ok",
+            "1 while the spool can keep its promise; 0 when full, unwritable or replaced.",
+        )
         self.buffer_size = self._gauge(
             "trio_events_buffer_events", "Events held in the multi-consumer buffer."
         )

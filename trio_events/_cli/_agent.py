@@ -24,6 +24,7 @@ import trio
 from trio_events._cli._settings import Resolved, read_secret, resolve, secret_from_env
 from trio_events._cli._tables import PUBLISHER_SETTINGS
 from trio_events._cli._tool_settings import DEFAULT_DB
+from trio_events._logging import redact_url
 from trio_events._metrics import Metrics
 from trio_events.agent._dashboard_publisher import DashboardHeadConfig
 from trio_events.agent._filtering import parse_exposable_event_types
@@ -37,7 +38,7 @@ from trio_events.agent._task_publishing import TaskEventsDestination
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Mapping
 
 logger = logging.getLogger("trio_events.cli.agent")
 
@@ -135,6 +136,8 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
         on_full=args.on_full,
         buffer_size=args.buffer_size,
         max_batch_size=args.max_batch_size,
+        receive_budget_bytes=args.receive_budget_bytes,
+        receive_timeout=args.receive_timeout,
     )
     converter = getattr(args, "json_converter", "compiled")
     found = destination_settings(args, environ)
@@ -163,6 +166,8 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
             max_events=args.spool_max_events,
             max_bytes=args.spool_max_bytes or None,
             synchronous=args.spool_synchronous,
+            max_file_bytes=args.spool_max_file_bytes or None,
+            min_free_bytes=args.spool_min_free_bytes,
         )
     # One SQLite writer: more than one batch in flight would only queue on its lock.
     store_publisher = attrs.evolve(_publisher(STORE_CONSUMER, args, converter), max_in_flight=1)
@@ -295,7 +300,8 @@ async def run_agent(config: ServiceConfig, metrics: Metrics) -> int:
                 agent = config.agent
                 print(f"trio-events agent: gRPC AddEvents on {agent.host}:{addresses.grpc_port}")
                 for destination in config.destinations:
-                    print(f"trio-events agent: publishing to {destination.http.url}")
+                    shown = redact_url(destination.http.url)  # a token in the URL stays secret
+                    print(f"trio-events agent: publishing to {shown}")
                 if config.spool is not None:
                     print(
                         f"trio-events agent: spooling events in {config.spool.path} (resumed with "
@@ -317,13 +323,7 @@ async def run_agent(config: ServiceConfig, metrics: Metrics) -> int:
                         f"trio-events agent: metrics on http://{mhost}:{addresses.metrics_port}/metrics"
                     )
                 sys.stdout.flush()
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        _explain_sighup()
-                        continue
-                    logger.info("Received %s; shutting down in order.", signal.Signals(signum).name)
-                    service.request_stop()
-                    break
+                await _follow_signals(signals, service, nursery)
     except BaseExceptionGroup as group:
         # A start-up failure (a port in use, a file that cannot be opened or loaded) is a
         # sentence, like an invalid setting, not a traceback; a failure after start is a bug.
@@ -339,6 +339,33 @@ async def run_agent(config: ServiceConfig, metrics: Metrics) -> int:
     line = summary.line() if summary is not None else "not started"
     print(f"trio-events agent: stopped: {line}")
     return 0
+
+
+async def _follow_signals(
+    signals: AsyncIterator[int], service: AgentService, nursery: trio.Nursery
+) -> None:
+    """The first SIGTERM or SIGINT starts the ordered shutdown; another one cuts its drain
+    short. The handlers stay ours until the service has stopped, so a repeated signal never
+    kills the process before its summary is counted and printed. SIGHUP only explains."""
+    with trio.CancelScope() as listening:
+
+        async def stop_listening() -> None:
+            await service.wait_stopped()
+            listening.cancel()
+
+        nursery.start_soon(stop_listening)
+        first = True
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                _explain_sighup()
+            elif first:
+                logger.info("Received %s; shutting down in order.", name)
+                service.request_stop()
+                first = False
+            else:
+                logger.warning("Received %s again; ending the drain now.", name)
+                service.hurry()
 
 
 def _explain_sighup() -> None:

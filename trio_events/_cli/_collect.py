@@ -51,9 +51,15 @@ async def run_collect(
     finally:
         if started:
             s = collector.statistics()
+            statuses = " ".join(f"{k}={v}" for k, v in sorted(s.rejected_by_status.items()))
+            reasons = " ".join(f"{k}={v}" for k, v in sorted(s.refused_by_reason.items()))
             print(
                 f"Stopped: {s.accepted} events stored, {s.duplicates} duplicates ignored, "
-                f"{s.rejected_requests} requests rejected.",
+                f"{s.rejected_requests} requests rejected"
+                + (f" (HTTP {statuses})" if statuses else "")
+                + f", {s.refused_events} events refused"
+                + (f" ({reasons})" if reasons else "")
+                + f", {s.unavailable_requests} requests answered 503.",
                 flush=True,
             )
     if failure:

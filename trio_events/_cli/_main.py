@@ -28,6 +28,7 @@ from trio_events._cli._settings import (
     resolve,
 )
 from trio_events._cli._tables import COMMANDS, CONFIG_ENV, GLOBAL_SETTINGS, command
+from trio_events._logging import install_redaction
 from trio_events.producer._events import EVENT_CLASSES
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class _JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
 
 
@@ -181,6 +182,7 @@ def _setup_logging(log_format: str, log_level: str) -> None:
         if log_format == "json"
         else _TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
+    install_redaction(handler)  # no token in any line, at any level (hpack's DEBUG included)
     logging.basicConfig(level=log_level, handlers=[handler])
     # httpx logs every request at INFO; that is noise next to our one line per event of note.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))

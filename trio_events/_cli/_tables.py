@@ -83,6 +83,22 @@ AGENT_SETTINGS: tuple[Setting, ...] = (
         shown_default="20971520 (20 MiB)",
     ),
     Setting(
+        "--receive-budget-bytes",
+        "TRIO_EVENTS_RECEIVE_BUDGET_BYTES",
+        _d(AgentConfig, "receive_budget_bytes"),
+        v.positive_int,
+        "bytes of AddEvents requests being received at once, all connections together; a "
+        "request past it gets RESOURCE_EXHAUSTED (at least --max-message-bytes)",
+        shown_default="67108864 (64 MiB)",
+    ),
+    Setting(
+        "--receive-timeout",
+        "TRIO_EVENTS_RECEIVE_TIMEOUT_SECONDS",
+        _d(AgentConfig, "receive_timeout"),
+        v.positive_float,
+        "seconds one AddEvents request may take to arrive; a slower one gets DEADLINE_EXCEEDED",
+    ),
+    Setting(
         "--on-full",
         "TRIO_EVENTS_ON_FULL",
         _d(AgentConfig, "on_full"),
@@ -170,6 +186,23 @@ AGENT_SETTINGS: tuple[Setting, ...] = (
         v.non_negative_int,
         "bytes of unread serialized events the spool holds; 0 bounds only the count",
         shown_default="1073741824 (1 GiB)",
+    ),
+    Setting(
+        "--spool-max-file-bytes",
+        "TRIO_EVENTS_SPOOL_MAX_FILE_BYTES",
+        0,
+        v.non_negative_int,
+        "bytes the spool's files (database, WAL) may take; past it requests get "
+        "RESOURCE_EXHAUSTED until deliveries free space; 0: only the disk bounds them",
+    ),
+    Setting(
+        "--spool-min-free-bytes",
+        "TRIO_EVENTS_SPOOL_MIN_FREE_BYTES",
+        _d(SpoolConfig, "min_free_bytes"),
+        v.non_negative_int,
+        "free space the spool leaves on its file system (requests past it get "
+        "RESOURCE_EXHAUSTED), so acknowledging deliveries can always be written",
+        shown_default="8388608 (8 MiB)",
     ),
     Setting(
         "--spool-synchronous",

@@ -5,7 +5,8 @@ Two gaps in grpclib 0.4 that the aggregator cannot live with:
 - ``Server.close()`` leaves accepted connections open (grpclib#21); :class:`GrpcServer` tracks
   them so shutdown can close them.
 - There is no maximum message size; :func:`recv_raw_message` refuses an oversized request from
-  its length prefix, before the body is buffered.
+  its length prefix, before the body is buffered, and one that would take the bytes being
+  received by all streams past a :class:`ReceiveBudget`.
 
 Both lean on grpclib internals (``Server._protocol_factory``, ``server.Stream._stream``), stable
 across grpclib 0.4.x; the agent's tests exercise both over real sockets.
@@ -109,7 +110,34 @@ class GrpcServer(Server):
             await connection.lost.wait()
 
 
-async def recv_raw_message(stream: Stream[Any, Any], limit: int) -> bytes:
+@final
+class ReceiveBudget:
+    """The bytes all requests being received at once may announce (see recv_raw_message).
+
+    Used from the asyncio loop's thread only; a reservation is given back when its request
+    has been received, refused, cancelled (a client that disconnects) or timed out.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.reserved = 0
+
+    def reserve(self, size: int) -> None:
+        if self.reserved + size > self.limit:
+            raise GRPCError(
+                Status.RESOURCE_EXHAUSTED,
+                f"Requests being received already take {self.reserved} bytes of this server's "
+                f"receive budget of {self.limit}; this one ({size} bytes) must wait. Retry later.",
+            )
+        self.reserved += size
+
+    def release(self, size: int) -> None:
+        self.reserved -= size
+
+
+async def recv_raw_message(
+    stream: Stream[Any, Any], limit: int, budget: ReceiveBudget | None = None
+) -> bytes:
     """Receive a unary request's serialized message, refusing one larger than ``limit`` bytes.
 
     grpclib has no maximum message size: ``Stream.recv_message`` buffers whatever length the
@@ -130,7 +158,13 @@ async def recv_raw_message(stream: Stream[Any, Any], limit: int) -> bytes:
             Status.RESOURCE_EXHAUSTED,
             f"The request message is {length} bytes, more than this server's limit of {limit}.",
         )
-    return await _recv_exactly(h2_stream, length, f"the {length} bytes its prefix announces")
+    if budget is None:
+        return await _recv_exactly(h2_stream, length, f"the {length} bytes its prefix announces")
+    budget.reserve(length)
+    try:
+        return await _recv_exactly(h2_stream, length, f"the {length} bytes its prefix announces")
+    finally:
+        budget.release(length)
 
 
 async def _recv_exactly(h2_stream: Any, size: int, what: str) -> bytes:

@@ -12,13 +12,16 @@ as bytes with its event type.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import math
 import socket
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, final
 
 import attrs
 import trio
+import trio_asyncio
 from google.protobuf.message import DecodeError, Message
 from grpclib.const import Status
 from grpclib.events import RecvRequest, listen
@@ -28,10 +31,15 @@ from trio_events import pb
 from trio_events._bridge import asyncio_loop, run_asyncio
 from trio_events._refusal import BUFFER_FULL, REFUSAL_KEY, TOO_LARGE
 from trio_events.agent._buffer import EventBuffer, MultiConsumerEventBuffer
-from trio_events.agent._grpc_server import GrpcServer, recv_raw_message
+from trio_events.agent._grpc_server import GrpcServer, ReceiveBudget, recv_raw_message
+from trio_events.agent._spool import (
+    SpoolEventBuffer,
+    SpoolFullError,
+    SpoolStalledError,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Sequence
 
     from grpclib.server import Stream
 
@@ -57,6 +65,16 @@ def _check_config(config: AgentConfig) -> None:
         )
     if config.auth_token is not None and not config.auth_token.strip():
         raise ValueError("AgentConfig.auth_token must be None (no authentication) or non-empty.")
+    if config.receive_budget_bytes < config.max_message_bytes:
+        raise ValueError(
+            f"AgentConfig.receive_budget_bytes ({config.receive_budget_bytes}) must be at least "
+            f"max_message_bytes ({config.max_message_bytes}), or no request that large could "
+            "ever be received."
+        )
+    if not (config.receive_timeout > 0 and math.isfinite(config.receive_timeout)):
+        raise ValueError(
+            f"AgentConfig.receive_timeout must be > 0 seconds, got {config.receive_timeout}."
+        )
     if not config.shutdown_timeout >= 0:
         raise ValueError(
             f"AgentConfig.shutdown_timeout must be >= 0 seconds, got {config.shutdown_timeout}."
@@ -73,6 +91,12 @@ class AgentConfig:
     RESOURCE_EXHAUSTED a request whose events would evict unread ones, so the sender keeps and
     retries them). ``buffer_size`` and ``max_batch_size`` size the buffer the agent creates when
     it is not handed one. ``auth_token`` requires ``authorization: Bearer <token>`` metadata.
+
+    ``receive_budget_bytes`` bounds the bytes of all requests being received at once (each
+    counted at the size its prefix announces): a request that would pass it is refused with
+    RESOURCE_EXHAUSTED before its body is read. ``receive_timeout`` is how long one request
+    may take to arrive once its call has started; a slower one gets DEADLINE_EXCEEDED. Either
+    way its memory is released, as it is when the client disconnects.
     """
 
     host: str = "127.0.0.1"
@@ -83,6 +107,8 @@ class AgentConfig:
     buffer_size: int = 100_000
     max_batch_size: int = 1000
     shutdown_timeout: float = 5.0  # bound on waiting for grpclib's server to close
+    receive_budget_bytes: int = 64 * 1024 * 1024
+    receive_timeout: float = 30.0
 
     def __attrs_post_init__(self) -> None:
         _check_config(self)
@@ -126,9 +152,14 @@ class AggregatorAgent:
     AddEvents, discards the events and counts them (``trio_events_agent_discarded_events``).
     Each store in ``task_metadata`` receives every accepted request's ``task_events_metadata``.
 
-    ``ray_aggregator_agent_events_received`` counts the events of every accepted request
-    (buffered or discarded); refused requests (malformed, oversized, unauthenticated, rejected)
-    are counted in their own metrics and leave the buffer unchanged.
+    Accounting, as Ray's metrics mean it: ``ray_aggregator_agent_events_received`` counts the
+    events of every request that reached the buffer (Ray counts every event it tried to add),
+    and ``..._events_buffer_add_failures`` those of them the buffer could not take (UNAVAILABLE:
+    shutting down, a spool that cannot be written), so received = acknowledged + add failures,
+    with ``trio_events_agent_acknowledged_events`` counting the acknowledged ones. Requests
+    refused before that (malformed, oversized, unauthenticated, over the receive budget or
+    deadline, RESOURCE_EXHAUSTED by the overflow policy or a full spool) are counted in their
+    own metrics and not in received.
     """
 
     def __init__(
@@ -150,6 +181,9 @@ class AggregatorAgent:
             )
         )
         self._publishers_enabled = publishers_enabled
+        durable = self._buffer if isinstance(self._buffer, SpoolEventBuffer) else None
+        self._spool = durable if publishers_enabled else None
+        self._budget = ReceiveBudget(config.receive_budget_bytes)
         self._task_metadata = tuple(task_metadata)
         self._warned_discarding = False
         self._port: int | None = None
@@ -181,10 +215,14 @@ class AggregatorAgent:
             # trio task on the same thread; so the buffer's synchronous methods (and the trio
             # ParkingLot they unpark) are safe to call right here. The whole request is handled
             # in this one synchronous call: no trio/asyncio crossing at all, let alone one per
-            # event. With a spool that includes its SQLite commit, which costs less than
-            # parsing the request (docs/spool.md), so it stays here rather than paying a thread
-            # hop and a lock; the slow part, checkpointing with its fsyncs, runs in a thread.
-            self._add_events(data)
+            # event.
+            spool = self._spool
+            if spool is None:
+                self._add_events(data)
+            else:
+                # A spool writes in a worker thread (a stalled disk must not freeze the loop):
+                # one crossing into trio per request, not per event.
+                await trio_asyncio.trio_as_aio(self._add_events_to_spool)(spool, data)
         except _Refusal as refusal:
             await refusal.send(stream)
             return
@@ -276,9 +314,26 @@ class AggregatorAgent:
             )
 
     async def _receive(self, stream: Stream[Any, Any]) -> bytes:
+        config = self._config
         try:
-            return await recv_raw_message(stream, self._config.max_message_bytes)
+            async with asyncio.timeout(config.receive_timeout):
+                return await recv_raw_message(stream, config.max_message_bytes, self._budget)
+        except TimeoutError:
+            self._metrics.agent_refused_streams.labels("receive_deadline").inc()
+            raise GRPCError(
+                Status.DEADLINE_EXCEEDED,
+                f"The request did not arrive within {config.receive_timeout} s "
+                "(receive_timeout); send it again.",
+            ) from None
+        except asyncio.CancelledError:
+            self._metrics.agent_refused_streams.labels("client_gone").inc()
+            raise
         except GRPCError as exc:
+            if exc.status is Status.RESOURCE_EXHAUSTED and "budget" in (exc.message or ""):
+                # The agent is receiving too much at once: a sender should retry later.
+                self._metrics.agent_refused_streams.labels("receive_budget").inc()
+                busy = exc.message or "The agent is busy; retry later."
+                raise _Refusal(BUFFER_FULL, busy) from None
             if exc.status is Status.RESOURCE_EXHAUSTED:
                 self._metrics.agent_invalid_requests.labels("oversized").inc()
                 raise _Refusal(TOO_LARGE, exc.message or "The request is too large.") from None
@@ -297,18 +352,63 @@ class AggregatorAgent:
 
     def _add_events(self, data: bytes) -> None:
         """Validate one serialized AddEventsRequest and buffer its events, all or none."""
+        events_data, types, blobs = self._checked(data)
+        if types:
+            if self._publishers_enabled:
+                self._metrics.events_received.inc(len(types))
+                try:
+                    self._buffer.add_many_nowait(types, blobs)
+                except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+                    self._add_failed(len(types), exc)
+            else:
+                self._metrics.events_received.inc(len(types))
+                self._discard(len(types))
+        self._accepted(events_data, len(types))
+
+    async def _add_events_to_spool(self, spool: SpoolEventBuffer, data: bytes) -> None:
+        """:meth:`_add_events` for a spool, whose write runs in a worker thread (in trio)."""
+        events_data, types, blobs = self._checked(data)
+        if types:
+            try:
+                await spool.add_many(types, blobs)
+            except SpoolFullError as exc:
+                self._metrics.agent_rejected_events.inc(len(types))
+                raise _Refusal(BUFFER_FULL, f"{exc} Retry later.") from None
+            except SpoolStalledError as exc:
+                self._metrics.agent_rejected_events.inc(len(types))
+                logger.warning("%s", exc)
+                raise GRPCError(Status.UNAVAILABLE, f"{exc} Retry later.") from None
+            except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+                self._metrics.events_received.inc(len(types))
+                self._add_failed(len(types), exc)
+            self._metrics.events_received.inc(len(types))
+        self._accepted(events_data, len(types))
+
+    def _checked(self, data: bytes) -> tuple[pb.RayEventsData, list[int], list[bytes]]:
+        """Parse a request and apply the overflow policy; its events as types and blobs."""
         events_data = self._parse(pb.AddEventsRequest, data).events_data
         events = events_data.events
         count = len(events)
         reject = self._publishers_enabled and self._config.on_full == "reject"
         if reject and count > (free := self._buffer.free_slots()):
             self._reject(count, f"{free} more events, not {count}")
-        if count:
-            if self._publishers_enabled:
-                self._buffer_events(events, count, reject=reject)
-            else:
-                self._metrics.events_received.inc(count)
-                self._discard(count)
+        types: list[int] = []
+        blobs: list[bytes] = []
+        if not self._publishers_enabled:
+            types = [0] * count  # only counted
+            return events_data, types, blobs
+        for event in events:
+            types.append(event.event_type)
+            blobs.append(event.SerializeToString())  # unknown fields are kept
+        # Only a spool bounds bytes; the in-memory buffer answers None at once.
+        if reject and (free_bytes := self._buffer.free_bytes()) is not None:
+            size = sum(map(len, blobs))
+            if size > free_bytes:
+                self._reject(count, f"{free_bytes} more bytes of events, not {size}")
+        return events_data, types, blobs
+
+    def _accepted(self, events_data: pb.RayEventsData, count: int) -> None:
+        self._metrics.agent_acknowledged_events.inc(count)
         # Only once the events are in: a request refused above is retried with its metadata.
         for store in self._task_metadata:
             store.add(events_data.task_events_metadata)
@@ -317,31 +417,17 @@ class AggregatorAgent:
         self._metrics.agent_rejected_events.inc(count)
         raise _Refusal(BUFFER_FULL, f"The aggregator's buffer has room for {room}; retry later.")
 
-    def _buffer_events(self, events: Iterable[pb.RayEvent], count: int, *, reject: bool) -> None:
-        event_types: list[int] = []
-        blobs: list[bytes] = []
-        for event in events:
-            event_types.append(event.event_type)
-            blobs.append(event.SerializeToString())  # unknown fields are kept
-        # Only a spool bounds bytes; the in-memory buffer answers None at once.
-        if reject and (free := self._buffer.free_bytes()) is not None:
-            size = sum(map(len, blobs))
-            if size > free:
-                self._reject(count, f"{free} more bytes of events, not {size}")
-        self._metrics.events_received.inc(count)
-        try:
-            self._buffer.add_many_nowait(event_types, blobs)
-        except trio.ClosedResourceError:
-            self._metrics.buffer_add_failures.inc(count)
+    def _add_failed(self, count: int, exc: Exception) -> NoReturn:
+        self._metrics.buffer_add_failures.inc(count)
+        if isinstance(exc, trio.ClosedResourceError):
             raise GRPCError(
                 Status.UNAVAILABLE, "The aggregator is shutting down; retry later."
             ) from None
-        except trio.BrokenResourceError as exc:  # the spool's file cannot be written
-            self._metrics.buffer_add_failures.inc(count)
-            logger.error("%s The AddEvents request was refused with UNAVAILABLE.", exc)
-            raise GRPCError(
-                Status.UNAVAILABLE, "The aggregator cannot store events right now; retry later."
-            ) from None
+        # The spool's file cannot be written, or was deleted or replaced.
+        logger.error("%s The AddEvents request was refused with UNAVAILABLE.", exc)
+        raise GRPCError(
+            Status.UNAVAILABLE, "The aggregator cannot store events right now; retry later."
+        ) from None
 
     def _discard(self, count: int) -> None:
         self._metrics.agent_discarded_events.inc(count)

@@ -166,6 +166,7 @@ class AgentService:
         self._config = config
         self._metrics = metrics if metrics is not None else Metrics()
         self._stop = trio.Event()
+        self._hurry = trio.Event()
         self._stopped = trio.Event()
         self._stopped_stages = trio.Event()
         self._prompt = False  # stop without draining (run() was cancelled)
@@ -173,6 +174,7 @@ class AgentService:
         self._publishers: list[RayEventPublisher] = []
         self._agent: AggregatorAgent | None = None
         self._store_client: StorePublishClient | None = None
+        self._spool: SpoolEventBuffer | None = None
         self.summary: ShutdownSummary | None = None
 
     @property
@@ -186,6 +188,13 @@ class AgentService:
     def request_stop(self) -> None:
         """Begin the graceful shutdown (what SIGTERM does); :meth:`run` returns when done."""
         self._stop.set()
+
+    def hurry(self) -> None:
+        """Cut the shutdown's drain short (what a second SIGTERM or SIGINT does): publishers
+        stop at once and what they still hold is counted as abandoned (or stays in the spool),
+        so the summary is still complete."""
+        self._stop.set()
+        self._hurry.set()
 
     async def wait_stopped(self) -> ShutdownSummary | None:
         """Wait until :meth:`run` has finished its shutdown; the summary, if it got that far."""
@@ -232,6 +241,7 @@ class AgentService:
                         ),
                         SpoolEventBuffer.close_database,
                     )
+                self._spool = spool
                 try:
                     await self._run_stages(spool, shutdown_shield, task_status)
                 finally:
@@ -359,7 +369,7 @@ class AgentService:
                 raise OSError(
                     f"the local store {config.store_path} cannot be opened ({exc})"
                 ) from None
-            self._store_client = StorePublishClient(store)
+            self._store_client = StorePublishClient(store, metrics=self._metrics)
             clients.append((self._store_client, config.store_publisher, None))
         return clients
 
@@ -369,18 +379,32 @@ class AgentService:
         with trio.CancelScope() as self._drain_scope:
             if self._prompt:
                 self._drain_scope.cancel()
-            async with trio.open_nursery() as nursery:
-                for publisher in self._publishers:
-                    nursery.start_soon(publisher.drain, deadline)
+            async with trio.open_nursery() as watcher:
+                watcher.start_soon(self._cut_short, watcher)
+                async with trio.open_nursery() as nursery:
+                    for publisher in self._publishers:
+                        nursery.start_soon(publisher.drain, deadline)
+                watcher.cancel_scope.cancel()
         self._drain_scope = None
+
+    async def _cut_short(self, watcher: trio.Nursery) -> None:
+        """A second stop request (:meth:`hurry`) ends the drain now; every event is counted."""
+        await self._hurry.wait()
+        logger.warning("Asked again to stop: ending the drain now.")
+        for publisher in self._publishers:
+            watcher.start_soon(publisher.drain, trio.current_time())
 
     # --- /metrics and /healthz (agent/_status.py) -----------------------------------------------
 
     def health(self) -> tuple[bool, dict[str, object]]:
-        """Unhealthy while the gRPC server is down or a publisher has failed for too long."""
+        """Unhealthy while the gRPC server is down, the spool is full, stalled or replaced, or
+        a publisher has failed for too long."""
         serving = self._agent is not None and self._agent.port is not None
         stats = [p.statistics() for p in self._publishers]
-        return health(serving, stats, self._config.unhealthy_after)
+        problems = []
+        if self._spool is not None and (problem := self._spool.problem()) is not None:
+            problems.append(f"the spool cannot keep its promise: {problem}")
+        return health(serving, stats, self._config.unhealthy_after, problems)
 
 
 def _summary(results: list[PublisherStatistics]) -> ShutdownSummary:

@@ -6,9 +6,18 @@ add is one transaction, committed before the agent replies. A consumer's persist
 only on :meth:`~SpoolEventBuffer.commit` (a batch delivered, or dropped and counted), so after a
 restart a batch that was in flight is sent again. Closing a consumer handle keeps its place;
 :meth:`~SpoolEventBuffer.forget_consumer` lets it go, as closing does in memory. The bounds
-apply to unread events; the file also keeps batches taken and not settled. SQLite is called on
-the trio thread (appending costs less than parsing the request); WAL checkpoints, with their
-fsyncs, run in a worker thread. docs/spool.md has the design, what is durable when, and figures.
+apply to unread events; the file also keeps batches taken and not settled.
+
+The agent adds with :meth:`~SpoolEventBuffer.add_many`, which writes in a worker thread (one at
+a time, under a lock shared with cursor persistence) so a slow or stalled disk never freezes the
+event loop, ``/healthz`` or the gRPC server: a request that cannot get the writer within
+``write_timeout`` is refused (:class:`SpoolStalledError`). Before each write the spool checks
+that its path still names its file (:class:`SpoolReplacedError` otherwise, for good) and that
+its bound and its file system have room (:class:`SpoolFullError`, which clears by itself once
+deliveries free space: settled chunks are deleted and the WAL checkpointed and truncated).
+Cursors move in memory on :meth:`~SpoolEventBuffer.commit`; while :meth:`~SpoolEventBuffer.run`
+runs they are written by its persister task, off the loop. Reads use a connection of their own,
+which in WAL mode never waits for the writer. docs/spool.md has the design and figures.
 """
 
 from __future__ import annotations
@@ -16,8 +25,9 @@ from __future__ import annotations
 import sqlite3
 from array import array
 from itertools import accumulate
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, final
 
+import attrs
 import trio
 
 from trio_events._metrics import Metrics
@@ -29,10 +39,54 @@ from trio_events.agent._buffer import (
     event_type_label,
 )
 from trio_events.agent._consumer import ConsumerState, count_within
-from trio_events.agent._spool_db import SpoolConfig, SpoolFile, SpoolStatistics, logger
+from trio_events.agent._spool_db import (
+    SpoolConfig,
+    SpoolFile,
+    SpoolFullError,
+    SpoolReplacedError,
+    SpoolStatistics,
+    logger,
+)
 from trio_events.agent._spool_index import ChunkIndex
+from trio_events.agent._spool_writer import SpoolStalledError, SpoolWriter
 
-__all__ = ["SpoolConfig", "SpoolEventBuffer", "SpoolStatistics"]
+__all__ = [
+    "SpoolConfig",
+    "SpoolEventBuffer",
+    "SpoolFullError",
+    "SpoolReplacedError",
+    "SpoolStalledError",
+    "SpoolStatistics",
+]
+
+
+@final
+@attrs.frozen
+class _Add:
+    """One request's events, planned: what to store and what its evictions imply."""
+
+    chunk: Chunk | None
+    new_head: int
+    settled: dict[str, int]
+    charges: dict[str, tuple[Counter[int], int]]
+    drop: int
+    count: int
+    skip: int
+    types: array[int]
+    cum: list[int]
+    size: int
+
+
+@final
+@attrs.frozen
+class _Write:
+    """One transaction, prepared: the arguments of SpoolFile.write and what follows it."""
+
+    kwargs: dict[str, Any]
+    rows: list[tuple[str, int]]
+    new_head: int | None
+    dropped: int
+
 
 if TYPE_CHECKING:
     from collections import Counter
@@ -72,6 +126,11 @@ class SpoolEventBuffer:
         self._metrics.buffer_capacity.set(self._capacity)
         self._metrics.buffer_size.set_function(lambda: float(self._index.tail - self._head))
         self._persist()  # cursors clamped while loading, if any
+        self._writer = SpoolWriter(self._file, config.write_timeout)
+        self._evicting = False  # a write that evicts unread events is in flight: no takes
+        self._persist_soon = trio.Event()
+        self._persister_running = False
+        self._metrics.spool_state.set_function(lambda: 0.0 if self.problem() else 1.0)
 
     def _load(self) -> None:
         chunks, cursors, saved_head = self._file.load()
@@ -105,8 +164,45 @@ class SpoolEventBuffer:
 
         The same eviction as the in-memory buffer's. Raises trio.ClosedResourceError after
         :meth:`close` and trio.BrokenResourceError when the file cannot be written; then
-        nothing was accepted and the buffer is unchanged.
+        nothing was accepted and the buffer is unchanged. This writes on the calling thread;
+        the agent uses :meth:`add_many`, which does not.
         """
+        plan = self._plan_add(event_types, blobs)
+        if plan is None:
+            return
+        dropped = self._write(plan.chunk, plan.new_head, plan.settled)
+        self._apply_add(plan, dropped)
+
+    async def add_many(self, event_types: Sequence[int], blobs: Sequence[bytes]) -> None:
+        """:meth:`add_many_nowait` with the write in a worker thread, checked and bounded.
+
+        Raises, with nothing accepted: trio.ClosedResourceError after :meth:`close`;
+        :class:`SpoolFullError` when the bound or the file system has no room;
+        :class:`SpoolStalledError` when the writer has been busy for ``write_timeout``;
+        trio.BrokenResourceError when the file was replaced or cannot be written.
+        """
+        self._check_open()
+        async with self._writer.turn():
+            plan = self._plan_add(event_types, blobs)
+            if plan is None:
+                return
+            write = self._prepare(plan.chunk, plan.new_head, plan.settled)
+            assert write is not None  # a chunk, or evictions: something to write
+            # From here the write runs to its end and memory follows it, even if the request
+            # is cancelled (its client gone): the file and the index must agree.
+            with trio.CancelScope(shield=True):
+                self._evicting = plan.drop > 0
+                try:
+                    await self._writer.write_chunk(plan.size, write.kwargs)
+                finally:
+                    self._evicting = False
+                self._apply_add(plan, self._finish(write))
+
+    def problem(self) -> str | None:
+        """Why the spool cannot keep its promise now (for /healthz), or None."""
+        return self._writer.problem()
+
+    def _plan_add(self, event_types: Sequence[int], blobs: Sequence[bytes]) -> _Add | None:
         self._check_open()
         count = len(blobs)
         if len(event_types) != count:
@@ -115,7 +211,7 @@ class SpoolEventBuffer:
                 f"types for {count} blobs."
             )
         if count == 0:
-            return
+            return None
         index = self._index
         head, tail = self._head, index.tail
         # Lists, not arrays, on this path: building an array from an iterator is slower.
@@ -132,23 +228,28 @@ class SpoolEventBuffer:
         if count > skip:
             sizes_blob = array("q", sizes[skip:]).tobytes()
             chunk = (tail, count - skip, types.tobytes(), sizes_blob, data)
-        dropped = self._write(chunk, new_head, settled)
-        # Committed; now memory follows.
-        for name, (lost, n) in charges.items():
+        return _Add(chunk, new_head, settled, charges, drop, count, skip, types, cum_in, len(data))
+
+    def _apply_add(self, plan: _Add, dropped: int) -> None:
+        """The write committed; now memory follows."""
+        for name, (lost, n) in plan.charges.items():
             for event_type, k in lost.items():
                 self._metrics.queue_dropped_events.labels(name, event_type_label(event_type)).inc(k)
             consumer = self._consumers[name]
             consumer.evicted += n
-            consumer.cursor = new_head
-        self._evicted += drop
-        self._added += count
-        self._head = new_head
-        if chunk is not None:
+            consumer.cursor = max(consumer.cursor, plan.new_head)
+        self._evicted += plan.drop
+        self._added += plan.count
+        self._head = plan.new_head
+        index, cum_in, skip = self._index, plan.cum, plan.skip
+        if plan.chunk is not None:
             # Byte offsets, like sequence numbers, continue after the events stored.
             shift = cum_in[skip] - cum_in[0]
-            index.append(types, [v - shift for v in cum_in[skip + 1 :]] if skip else cum_in[1:])
+            index.append(
+                plan.types, [v - shift for v in cum_in[skip + 1 :]] if skip else cum_in[1:]
+            )
         index.drop(dropped)
-        self._file.appended(len(data))
+        self._file.appended(plan.size)
         self._wake()
 
     def _charges(
@@ -235,15 +336,21 @@ class SpoolEventBuffer:
     # What EventConsumer calls (ConsumerCore in _consumer.py).
 
     def _unread_of(self, state: ConsumerState) -> int:
+        if self._evicting:
+            return 0  # the write in flight deletes some of them: wait for it (add unparks)
         return self._index.tail - state.cursor
 
     def _unread_reach(self, state: ConsumerState, max_bytes: int) -> bool:
+        if self._evicting:
+            return False  # see _unread_of()
         return self._index.size(state.cursor, self._index.tail) >= max_bytes
 
     def _take(self, state: ConsumerState, max_items: int, max_bytes: int | None) -> EventBatch:
         """Hand ``state`` up to ``max_items`` unread events, oldest first; settled by commit."""
         self._check_database()
         start = state.cursor
+        if self._evicting:
+            return EventBatch([], [], start)  # see _unread_of()
         count = min(max_items, self._index.tail - start)
         if count <= 0:
             return EventBatch([], [], start)
@@ -263,7 +370,11 @@ class SpoolEventBuffer:
         A failed write is logged and retried with the next one; until then a restart would
         deliver the batch again, which at-least-once allows.
         """
-        if state.settle(batch) and not self._file.closed:
+        if not state.settle(batch) or self._file.closed:
+            return
+        if self._persister_running:
+            self._persist_soon.set()  # written off the loop by run()'s persister
+        else:
             self._persist()
 
     def _release(self, state: ConsumerState) -> None:
@@ -277,13 +388,49 @@ class SpoolEventBuffer:
     def _tail_of(self) -> int:
         return self._index.tail
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Checkpoint the WAL in a worker thread until cancelled (:meth:`SpoolFile.checkpoints`).
+    # ---- lifecycle and introspection ---------------------------------------------------------
 
-        Without it SQLite checkpoints inside a commit now and then, fsyncs included, on the
-        event loop. A checkpoint moves data; it makes no commit more or less durable.
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Until cancelled: checkpoint the WAL in a worker thread (:meth:`SpoolFile.checkpoints`)
+        and write settled cursors there too, deleting the chunks nobody needs any more; while
+        the spool is full, also try to truncate the WAL so that the space comes back.
+
+        Without it SQLite checkpoints inside a commit now and then, fsyncs included, and
+        cursors are written on the event loop. A checkpoint moves data; it makes no commit more
+        or less durable.
         """
-        await self._file.checkpoints(self._config.checkpoint_interval, task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._file.checkpoints, self._config.checkpoint_interval)
+            self._persister_running = True
+            try:
+                task_status.started()
+                await self._persister()
+            finally:
+                self._persister_running = False
+                # Shielded, and bounded while waiting for the writer (a stalled disk).
+                with trio.move_on_after(self._config.write_timeout, shield=True):
+                    await self._persist_in_thread()
+
+    async def _persister(self) -> None:
+        while True:
+            with trio.move_on_after(self._config.checkpoint_interval):
+                await self._persist_soon.wait()
+            self._persist_soon = trio.Event()
+            await self._persist_in_thread()
+            await self._writer.release_space()
+
+    async def _persist_in_thread(self) -> None:
+        """:meth:`_persist` with the write in a worker thread, under the write lock."""
+        if self._file.closed:
+            return
+        async with self._writer.background_turn():
+            write = self._prepare(None, self._head, {})
+            if write is None:
+                return
+            if await self._writer.write_cursors(write.kwargs):
+                self._index.drop(self._finish(write))
+            else:
+                self._metrics.spool_cursor_write_failures.inc()
 
     def close(self) -> None:
         """Refuse further adds; consumers drain what is left, then get trio.EndOfChannel."""
@@ -374,12 +521,12 @@ class SpoolEventBuffer:
         if self._file.closed:
             raise trio.ClosedResourceError("The spool's database is closed.")
 
-    def _write(
+    def _prepare(
         self, chunk: Chunk | None, head: int, settled: dict[str, int], forget: str | None = None
-    ) -> int:
-        """Commit ``chunk``, the cursors that changed and the chunks no longer needed once the
-        head is ``head`` and ``settled`` overrides consumers' cursors. Returns the number of
-        leading chunks deleted, for the index to follow (:meth:`ChunkIndex.drop`)."""
+    ) -> _Write | None:
+        """The transaction that commits ``chunk``, the cursors that changed and the chunks no
+        longer needed once the head is ``head`` and ``settled`` overrides consumers' cursors;
+        None when nothing would change."""
         rows: list[tuple[str, int]] = []
         retain = head
         alone = True  # no consumer afterwards: the head itself must be recorded
@@ -395,20 +542,40 @@ class SpoolEventBuffer:
         dropped = self._index.settled_chunks(retain)
         delete_before = self._index.delete_before(dropped)
         if chunk is None and not rows and forget is None and not dropped and new_head is None:
-            return 0  # nothing changed: no empty transaction
+            return None  # nothing changed: no empty transaction
+        kwargs: dict[str, Any] = {
+            "chunk": chunk,
+            "cursors": rows,
+            "forget": forget,
+            "delete_before": delete_before,
+            "head": new_head,
+        }
+        return _Write(kwargs, rows, new_head, dropped)
+
+    def _finish(self, write: _Write) -> int:
+        """The transaction committed: remember what the file now says. Returns the number of
+        leading chunks deleted, for the index to follow (:meth:`ChunkIndex.drop`)."""
+        for name, cursor in write.rows:
+            if name in self._consumers:
+                self._consumers[name].saved = cursor
+        if write.new_head is not None:
+            self._saved_head = write.new_head
+        return write.dropped
+
+    def _write(
+        self, chunk: Chunk | None, head: int, settled: dict[str, int], forget: str | None = None
+    ) -> int:
+        """:meth:`_prepare`, write on this thread, :meth:`_finish`."""
+        write = self._prepare(chunk, head, settled, forget)
+        if write is None:
+            return 0
         try:
-            self._file.write(
-                chunk=chunk, cursors=rows, forget=forget, delete_before=delete_before, head=new_head
-            )
+            self._file.write(**write.kwargs)
         except sqlite3.Error as exc:
             raise trio.BrokenResourceError(
                 f"The spool {self._file.path!r} could not be written ({exc})."
             ) from exc
-        for name, cursor in rows:
-            self._consumers[name].saved = cursor
-        if new_head is not None:
-            self._saved_head = new_head
-        return dropped
+        return self._finish(write)
 
     def _persist(self) -> None:
         """Write the cursors that moved and free chunks; on failure, log and try next time."""

@@ -14,9 +14,11 @@ Byte order of ``types`` and ``sizes`` is the machine's: a spool is not moved bet
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
+import os
 import sqlite3
 from typing import TYPE_CHECKING, Final, Literal, final
 
@@ -57,6 +59,27 @@ CREATE TABLE IF NOT EXISTS head (
 
 Chunk = tuple[int, int, bytes, bytes, bytes]  # first_seq, count, types, sizes, data
 
+# SQLite's primary result code for "database or disk is full".
+_SQLITE_FULL: Final = 13
+# Room the file system must keep beyond a request's data: the WAL frames, index pages and the
+# cursor updates that acknowledge deliveries (which is what frees space) all need some.
+DEFAULT_MIN_FREE_BYTES: Final = 8 * 1024 * 1024
+
+
+class SpoolFullError(Exception):
+    """The spool's bound on its file, or its file system, has no room for a request; it
+    recovers on its own once deliveries free space. ``str()`` is one sentence."""
+
+
+class SpoolReplacedError(Exception):
+    """The spool's file was deleted or replaced while the agent ran; what it acknowledged
+    would not survive a restart. Permanent until the agent is restarted."""
+
+
+def is_disk_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF == _SQLITE_FULL) or "full" in str(exc)
+
 
 def _check_config(config: SpoolConfig) -> None:
     if not config.path:
@@ -71,6 +94,17 @@ def _check_config(config: SpoolConfig) -> None:
         raise ValueError(
             f"SpoolConfig.synchronous must be 'normal' or 'full', got {config.synchronous!r}."
         )
+    if config.max_file_bytes is not None and config.max_file_bytes < 1:
+        raise ValueError(
+            "SpoolConfig.max_file_bytes must be None (only the disk bounds the file) or >= 1, "
+            f"got {config.max_file_bytes!r}."
+        )
+    if config.min_free_bytes < 0:
+        raise ValueError(f"SpoolConfig.min_free_bytes must be >= 0, got {config.min_free_bytes!r}.")
+    if not (config.write_timeout > 0 and math.isfinite(config.write_timeout)):
+        raise ValueError(
+            f"SpoolConfig.write_timeout must be > 0 seconds, got {config.write_timeout!r}."
+        )
     if not (config.checkpoint_interval > 0 and math.isfinite(config.checkpoint_interval)):
         raise ValueError(
             f"SpoolConfig.checkpoint_interval must be > 0 seconds, got "
@@ -81,13 +115,24 @@ def _check_config(config: SpoolConfig) -> None:
 @final
 @attrs.frozen
 class SpoolConfig:
-    """Where the spool lives and how much it may hold (see the module docstring)."""
+    """Where the spool lives and how much it may hold (see the module docstring).
+
+    ``max_events`` and ``max_bytes`` bound the unread events (evicting or refusing by the
+    agent's overflow policy); ``max_file_bytes`` bounds the files themselves (database, WAL
+    and shared memory), and ``min_free_bytes`` is what the file system must keep free: past
+    either, requests are refused with RESOURCE_EXHAUSTED until deliveries free space.
+    ``write_timeout`` is how long a request waits for a write in flight before it is refused
+    (a stalled disk); the spool is then reported unhealthy.
+    """
 
     path: str
     max_events: int = 1_000_000
     max_bytes: int | None = 1024 * 1024 * 1024
     synchronous: Literal["normal", "full"] = "normal"
     checkpoint_interval: float = 1.0  #: seconds between background WAL checkpoints
+    max_file_bytes: int | None = None
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+    write_timeout: float = 5.0
 
     def __attrs_post_init__(self) -> None:
         _check_config(self)
@@ -134,9 +179,27 @@ class SpoolFile:
         except BaseException:
             self._conn.close()
             raise
+        try:
+            self._identity = _identity(path)
+            # Reads get their own connection: in WAL mode they never wait for the writer, so a
+            # write in a worker thread never blocks a read on the trio thread.
+            self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except BaseException:
+            self._conn.close()
+            raise
+        try:
+            # Read once now: a connection opens the WAL and shared memory on its first read,
+            # which fails once the file is deleted; opened, it goes on reading the open file.
+            self._reader.execute("SELECT count(*) FROM cursors").fetchall()
+        except BaseException:
+            self._reader.close()
+            self._conn.close()
+            raise
         self._closed = False
         self._unflushed = 0  # bytes appended since the last checkpoint round
         self._flush_soon = trio.Event()
+        self._max_file_bytes = config.max_file_bytes
+        self._min_free_bytes = config.min_free_bytes
 
     def _prepare(self, synchronous: str) -> None:
         conn = self._conn
@@ -155,6 +218,9 @@ class SpoolFile:
             )
         if not tables:
             conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # only possible before any table
+            # Pages of deleted chunks can then be given back to the file system when it fills
+            # up (release_space); also only possible before any table.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise ValueError(
@@ -186,7 +252,7 @@ class SpoolFile:
 
     def read(self, first_seq: int, stop: int) -> list[tuple[int, bytes]]:
         """``(first_seq, data)`` of the chunks that start in ``[first_seq, stop)``, in order."""
-        rows: list[tuple[int, bytes]] = self._conn.execute(
+        rows: list[tuple[int, bytes]] = self._reader.execute(
             "SELECT first_seq, data FROM chunks WHERE first_seq >= ? AND first_seq < ? "
             "ORDER BY first_seq",
             (first_seq, stop),
@@ -228,6 +294,81 @@ class SpoolFile:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    # ---- keeping the promise -----------------------------------------------------------------
+
+    def check_identity(self) -> None:
+        """Raise SpoolReplacedError when the path no longer names the file opened."""
+        try:
+            now = _identity(self.path)
+        except FileNotFoundError:
+            raise SpoolReplacedError(
+                f"The spool {self.path!r} was deleted while the agent was running; restart the "
+                "agent to open a new one (what it held is lost)."
+            ) from None
+        if now != self._identity:
+            raise SpoolReplacedError(
+                f"The spool {self.path!r} was replaced by another file while the agent was "
+                "running; restart the agent."
+            )
+
+    def file_bytes(self) -> int:
+        """Bytes the spool's files take: the database, its WAL and its shared memory."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(self.path + suffix).st_size
+        return total
+
+    def check_room(self, incoming: int) -> None:
+        """Raise SpoolFullError when ``incoming`` bytes more would pass ``max_file_bytes`` or
+        leave the file system with less than ``min_free_bytes`` free.
+
+        A write takes ``incoming`` bytes in the WAL now, and at the next checkpoint as much in
+        the database, less the pages deleted chunks left free there (reused, not returned to
+        the file system); those free pages do not count against ``max_file_bytes``.
+        """
+        page_size, free_pages = (
+            self._conn.execute(f"PRAGMA {pragma}").fetchone()[0]
+            for pragma in ("page_size", "freelist_count")
+        )
+        reusable = page_size * free_pages
+        need = incoming + max(0, incoming - reusable)
+        if self._max_file_bytes is not None:
+            size = self.file_bytes() - reusable
+            if size + need > self._max_file_bytes:
+                raise SpoolFullError(
+                    f"The spool {self.path!r} holds {size} bytes; {need} more would pass its "
+                    f"bound of {self._max_file_bytes} (--spool-max-file-bytes)."
+                )
+        stats = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        free = stats.f_bavail * stats.f_frsize
+        if free - need < self._min_free_bytes:
+            raise SpoolFullError(
+                f"The file system of the spool {self.path!r} has {free} bytes free; a request "
+                f"needing {need} would leave less than {self._min_free_bytes} "
+                "(--spool-min-free-bytes)."
+            )
+
+    def release_space(self) -> bool:
+        """Give the pages of deleted chunks back to the file system and truncate the WAL to
+        nothing; False if the WAL could not be truncated now (a reader, or no room), which the
+        next attempt retries. Spools created before auto_vacuum only truncate the WAL."""
+        try:
+            self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+        except sqlite3.Error as exc:
+            logger.warning("Releasing the spool %s's free pages failed: %s.", self.path, exc)
+        return self.truncate_wal()
+
+    def truncate_wal(self) -> bool:
+        """Copy the WAL into the database and truncate it to nothing; False if it could not
+        finish (a reader, or no room), which the next attempt retries."""
+        try:
+            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            logger.warning("Truncating the spool %s's WAL failed: %s.", self.path, exc)
+            return False
+        return not busy
 
     def set_autocheckpoint(self, pages: int) -> None:
         """0 while :meth:`checkpoints` runs; SQLite's default (1000) otherwise."""
@@ -283,4 +424,10 @@ class SpoolFile:
         """Close the connection (idempotent); the last one to close merges the WAL back."""
         if not self._closed:
             self._closed = True
+            self._reader.close()
             self._conn.close()
+
+
+def _identity(path: str) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino

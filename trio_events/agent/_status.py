@@ -24,13 +24,18 @@ if TYPE_CHECKING:
 
 
 def health(
-    serving: bool, publishers: Sequence[PublisherStatistics], unhealthy_after: float
+    serving: bool,
+    publishers: Sequence[PublisherStatistics],
+    unhealthy_after: float,
+    problems: Sequence[str] = (),
 ) -> tuple[bool, dict[str, object]]:
-    """Unhealthy while the gRPC server is not ``serving`` or a publisher has failed for longer
-    than ``unhealthy_after`` seconds since its last success (or its start)."""
+    """Unhealthy while the gRPC server is not ``serving``, a stage reports one of ``problems``
+    (the spool is full, stalled or replaced), or a publisher has failed for longer than
+    ``unhealthy_after`` seconds since its last success (or its start)."""
     reasons: list[str] = []
     if not serving:
         reasons.append("the gRPC server is not serving")
+    reasons += problems
     detail: dict[str, object] = {}
     now = trio.current_time()
     for stats in publishers:

@@ -12,7 +12,9 @@ from trio_events.store._collector import CollectorStatistics as CollectorStatist
 from trio_events.store._history_server import HistoryConfig as HistoryConfig
 from trio_events.store._history_server import HistoryServer as HistoryServer
 from trio_events.store._sqlite import EventStore as EventStore
+from trio_events.store._sqlite import InsertResult as InsertResult
 from trio_events.store._sqlite import InvalidEventError as InvalidEventError
+from trio_events.store._sqlite import RefusedEvent as RefusedEvent
 
 __all__ = [
     "Collector",
@@ -21,5 +23,7 @@ __all__ = [
     "EventStore",
     "HistoryConfig",
     "HistoryServer",
+    "InsertResult",
     "InvalidEventError",
+    "RefusedEvent",
 ]

@@ -3,18 +3,27 @@
 Point Ray's aggregator at it (``RAY_DASHBOARD_AGGREGATOR_AGENT_EVENTS_EXPORT_ADDR=http://host:
 port/`` or KubeRay's ``.../v1/events``; every path is accepted) or our own agent's publisher.
 
-A body is accepted or rejected whole: it is decoded (``Content-Encoding`` gzip or zstd, both
-bounded against decompression bombs), parsed, and every element validated before one transaction
-stores it. A rejected body gets 400 and a one-sentence reason, and nothing of it is stored, so a
-sender never has to guess which part of a batch made it. An accepted body gets 200 and
-``{"inserted": n, "duplicates": m}``; duplicates are events whose id is already stored (a sender's
-retry after a lost reply), which is how at-least-once delivery becomes exactly-once storage.
+A body is decoded (``Content-Encoding`` gzip or zstd, both bounded against decompression bombs)
+and parsed; a body that is not a JSON array gets 400 (415 for an unknown encoding, 413 when too
+large) and a one-sentence reason, and nothing of it is stored. The elements of an array are then
+validated one by one: the valid ones are stored in one transaction and the invalid ones (no or
+bad eventId, a timestamp past int64 nanoseconds such as year 2300, ...) are refused alone. The
+answer is a plain 200 with ``{"inserted": n, "duplicates": m, "refused": [{"index": i,
+"reason": r, "message": s, "eventId": e}, ...]}``: a sender that only looks at the status treats
+the batch as delivered (retrying it would change nothing), and the collector counts the refused
+events by reason in its statistics and its final line. Bad input therefore never gets a 5xx. A
+database that cannot be written (locked, disk full) gets 503 with ``Retry-After`` and one log
+line. Duplicates are events whose id is already stored (a sender's retry after a lost reply),
+which is how at-least-once delivery becomes exactly-once storage.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 import zlib
+from collections import Counter
 from typing import Final, NoReturn, final
 
 import attrs
@@ -23,7 +32,9 @@ import trio
 import zstandard
 
 from trio_events._http_server import DEFAULT_MAX_BODY_BYTES, Request, Response, serve_http
-from trio_events.store._sqlite import EventStore, InvalidEventError
+from trio_events.store._sqlite import EventStore
+
+logger = logging.getLogger("trio_events.store.collector")
 
 # zstd can expand about 32768-fold (an RLE block: 4 bytes in, 128 KiB out), and its streaming
 # decompressor has no output limit, so input is fed in pieces small enough that one piece cannot
@@ -53,12 +64,17 @@ class CollectorConfig:
 @final
 @attrs.frozen
 class CollectorStatistics:
-    """Counts since the collector started: stored events, repeated events, refused requests."""
+    """Counts since the collector started: stored events, repeated events, refused requests
+    (by the HTTP layer too: 408, 413, 431...), refused events by reason."""
 
     accepted: int
     duplicates: int
     rejected_requests: int
     accepted_requests: int
+    refused_events: int = 0
+    refused_by_reason: dict[str, int] = attrs.field(factory=dict)
+    rejected_by_status: dict[int, int] = attrs.field(factory=dict)
+    unavailable_requests: int = 0  #: answered 503 because the database could not be written
 
 
 @final
@@ -80,8 +96,11 @@ class Collector:
         self._running = False
         self._accepted = 0
         self._duplicates = 0
-        self._rejected_requests = 0
         self._accepted_requests = 0
+        self._refused: Counter[str] = Counter()
+        self._rejected: Counter[int] = Counter()
+        self._unavailable = 0
+        self._warned_unavailable = False
 
     @property
     def config(self) -> CollectorConfig:
@@ -91,9 +110,17 @@ class Collector:
         return CollectorStatistics(
             accepted=self._accepted,
             duplicates=self._duplicates,
-            rejected_requests=self._rejected_requests,
+            rejected_requests=self._rejected.total(),
             accepted_requests=self._accepted_requests,
+            refused_events=self._refused.total(),
+            refused_by_reason=dict(self._refused),
+            rejected_by_status=dict(self._rejected),
+            unavailable_requests=self._unavailable,
         )
+
+    def count_rejected(self, status: int) -> None:
+        """Count a request refused with ``status``, here or by the HTTP layer (408, 413...)."""
+        self._rejected[status] += 1
 
     async def run(
         self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -111,6 +138,7 @@ class Collector:
                 config.port,
                 task_status=task_status,
                 max_body_bytes=config.max_body_bytes,
+                on_refusal=self.count_rejected,
             )
         finally:
             store, self._store = self._store, None
@@ -139,17 +167,52 @@ class Collector:
                 request.header("content-encoding"),
                 self._config.max_body_bytes,
             )
-            inserted, duplicates = await store.insert_batch(events)
         except BadBodyError as exc:
-            self._rejected_requests += 1
+            self.count_rejected(exc.status)
             return Response.text(exc.status, str(exc))
-        except InvalidEventError as exc:
-            self._rejected_requests += 1
-            return Response.text(400, str(exc))
-        self._accepted += inserted
-        self._duplicates += duplicates
+        try:
+            result = await store.insert_batch(events)
+        except sqlite3.OperationalError as exc:  # locked by another writer, disk full...
+            return self._unavailable_answer(store.path, exc)
+        if self._warned_unavailable:
+            self._warned_unavailable = False
+            logger.warning("The event store %s accepts writes again.", store.path)
+        self._accepted += result.inserted
+        self._duplicates += result.duplicates
         self._accepted_requests += 1
-        return Response.json(200, orjson.dumps({"inserted": inserted, "duplicates": duplicates}))
+        refused = []
+        for refusal in result.refused:
+            self._refused[refusal.reason] += 1
+            refused.append(
+                {
+                    "index": refusal.index,
+                    "reason": refusal.reason,
+                    "message": refusal.message,
+                    "eventId": refusal.event_id,
+                }
+            )
+        if refused:
+            first = result.refused[0]
+            logger.warning(
+                "Refused %d of %d events of a request (%s); the first: %s",
+                len(refused),
+                len(events),
+                ", ".join(f"{k}={v}" for k, v in sorted(result.refused_by_reason().items())),
+                first.message,
+            )
+        body = {"inserted": result.inserted, "duplicates": result.duplicates, "refused": refused}
+        return Response.json(200, orjson.dumps(body))
+
+    def _unavailable_answer(self, path: str, exc: sqlite3.OperationalError) -> Response:
+        # One line per outage, not a traceback per request: the sender retries on 503.
+        self._unavailable += 1
+        if not self._warned_unavailable:
+            self._warned_unavailable = True
+            logger.error(
+                "The event store %s cannot be written (%s); answering 503 until it can.", path, exc
+            )
+        refusal = Response.text(503, f"The event store cannot be written now ({exc}); retry.")
+        return attrs.evolve(refusal, headers=(*refusal.headers, ("retry-after", "1")))
 
 
 def parse_body(body: bytes, content_encoding: str | None, limit: int) -> list[object]:

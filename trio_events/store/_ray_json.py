@@ -70,8 +70,14 @@ def children(obj: JsonObject, snake: str) -> list[JsonObject]:
     return [item for item in value if isinstance(item, Mapping)]
 
 
-def decode_b64(value: str) -> bytes | None:
-    """Bytes of a base64 field (standard alphabet as protobuf writes it, or URL-safe), else None."""
+def decode_b64(value: str, *, unpadded: bool = False) -> bytes | None:
+    """Bytes of a base64 field (standard alphabet as protobuf writes it, or URL-safe), else None.
+
+    ``unpadded=True`` also takes base64 without its ``=`` padding, as protobuf's JSON parser
+    does (for event ids; a user's typed id is not guessed at that hard).
+    """
+    if unpadded and len(value) % 4:
+        value += "=" * (-len(value) % 4)
     for altchars in (None, b"-_"):
         try:
             return base64.b64decode(value, altchars=altchars, validate=True)

@@ -3,7 +3,9 @@
 Upstream delivery is at-least-once (a sender retries a batch whose reply it did not see), so the
 event id is the primary key and rows are written with ``INSERT OR IGNORE``: a repeated event is
 counted as a duplicate and stored once. One call of :meth:`EventStore.insert_batch` is one
-transaction, so a POST body is stored entirely or not at all.
+transaction. Every value the store derives from an event is validated first (eventId, eventType,
+timestamps within int64 nanoseconds, attempt numbers within int64): an event that fails is
+refused alone, named with its index, eventId and reason, and the rest of the batch is stored.
 
 Besides the raw JSON each row keeps the columns people filter and sort by (type, source, time as
 text and as integer nanoseconds, session, node, and the entity the event is about); every state
@@ -13,7 +15,6 @@ transition of a lifecycle event also gets a row in ``transitions`` so "which tas
 
 from __future__ import annotations
 
-import itertools
 import os
 import pathlib
 import sqlite3
@@ -21,6 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Final, Self, final
 
+import attrs
 import orjson
 import trio
 
@@ -85,25 +87,88 @@ _EventRow = tuple[object, ...]
 _TransitionRow = tuple[object, ...]
 
 
+# SQLite integers are signed 64-bit; a value outside would raise OverflowError at insert time.
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+# Ray's ids are 16 to 28 bytes; anything this long is not an id and is refused.
+MAX_EVENT_ID_BYTES: Final = 256
+
+
 @final
 class InvalidEventError(ValueError):
-    """An element of a batch cannot be stored; the message is one sentence naming it."""
+    """An element of a batch cannot be stored; the message is one sentence naming it.
+
+    ``reason`` is a short stable code for counts and metric labels (``invalid_event_id``...).
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@final
+@attrs.frozen
+class RefusedEvent:
+    """One element of a batch the store refused (the rest of the batch is stored)."""
+
+    index: int  #: position in the batch
+    reason: str  #: short code: not_an_object, missing_event_id, timestamp_out_of_range...
+    message: str  #: one sentence naming the event and what is wrong with it
+    event_id: str = ""  #: the eventId as it was sent, when it had one
+
+
+@final
+@attrs.frozen
+class InsertResult:
+    """What one :meth:`EventStore.insert_batch` stored, ignored as repeated, and refused."""
+
+    inserted: int
+    duplicates: int
+    refused: tuple[RefusedEvent, ...] = ()
+
+    def refused_by_reason(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for refusal in self.refused:
+            counts[refusal.reason] = counts.get(refusal.reason, 0) + 1
+        return counts
+
+
+def _checked_ns(index: int, where: str, value: str) -> int | None:
+    ns = timestamp_ns(value)
+    if ns is not None and not _INT64_MIN <= ns <= _INT64_MAX:
+        raise InvalidEventError(
+            f"Event {index} has {where} {value!r}, outside the range of int64 nanoseconds "
+            "since 1970 (years 1677 to 2262).",
+            "timestamp_out_of_range",
+        )
+    return ns
 
 
 def _rows(index: int, event: object, now_ns: int) -> tuple[_EventRow, list[_TransitionRow]]:
     if not isinstance(event, Mapping):
-        raise InvalidEventError(f"Event {index} is not a JSON object.")
+        raise InvalidEventError(f"Event {index} is not a JSON object.", "not_an_object")
     obj: JsonObject = event
     event_id_text = text(obj, "event_id")
     if not event_id_text:
-        raise InvalidEventError(f"Event {index} has no eventId (or event_id).")
-    event_id = decode_b64(event_id_text)
+        raise InvalidEventError(f"Event {index} has no eventId (or event_id).", "missing_event_id")
+    event_id = decode_b64(event_id_text, unpadded=True)
     if not event_id:
-        raise InvalidEventError(f"Event {index} has an eventId that is not non-empty base64.")
+        raise InvalidEventError(
+            f"Event {index} has an eventId that is not non-empty base64.", "invalid_event_id"
+        )
+    if len(event_id) > MAX_EVENT_ID_BYTES:
+        raise InvalidEventError(
+            f"Event {index} has an eventId of {len(event_id)} bytes, more than "
+            f"{MAX_EVENT_ID_BYTES}.",
+            "invalid_event_id",
+        )
     event_type = text(obj, "event_type")
     if not event_type:
-        raise InvalidEventError(f"Event {index} has no eventType (or event_type).")
+        raise InvalidEventError(
+            f"Event {index} has no eventType (or event_type).", "missing_event_type"
+        )
     stamp = text(obj, "timestamp")
+    stamp_ns = _checked_ns(index, "timestamp", stamp)
     entity = entity_of(obj, event_type)
     kind = entity_id = None
     attempt = None
@@ -111,31 +176,52 @@ def _rows(index: int, event: object, now_ns: int) -> tuple[_EventRow, list[_Tran
     transitions: list[_TransitionRow] = []
     if entity is not None:
         kind, entity_id, attempt, name = entity.kind, entity.id, entity.attempt, entity.name
+        if attempt is not None and not _INT64_MIN <= attempt <= _INT64_MAX:
+            raise InvalidEventError(
+                f"Event {index} has an attempt number ({attempt}) outside the range of int64.",
+                "integer_out_of_range",
+            )
         if entity.spec.payload == "task_lifecycle_event":
             error_type, error_message = error_info(entity.payload)
         for seq, transition in enumerate(children(entity.payload, "state_transitions")):
             when = text(transition, "timestamp")
             state = text(transition, "state")
-            transitions.append(
-                (event_id, seq, kind, entity_id, attempt, state, when, timestamp_ns(when))
-            )
+            when_ns = _checked_ns(index, f"a state transition ({seq}) at", when)
+            transitions.append((event_id, seq, kind, entity_id, attempt, state, when, when_ns))
     try:
         json_text = orjson.dumps(event).decode()
     except orjson.JSONEncodeError as exc:  # nested deeper than orjson writes (255 levels)
-        raise InvalidEventError(f"Event {index} cannot be stored: {exc}.") from None
+        raise InvalidEventError(f"Event {index} cannot be stored: {exc}.", "unencodable") from None
     event_row = (
         event_id, event_type, text(obj, "source_type"), text(obj, "severity"), stamp,
-        timestamp_ns(stamp), text(obj, "session_name"), id_hex(text(obj, "node_id")),
+        stamp_ns, text(obj, "session_name"), id_hex(text(obj, "node_id")),
         kind, entity_id, attempt, name, error_type, error_message, now_ns, json_text,
     )  # fmt: skip
     return event_row, transitions
 
 
-def build_rows(events: Sequence[object]) -> tuple[list[_EventRow], list[list[_TransitionRow]]]:
-    """Validate a whole batch and turn it into rows, raising before anything is written."""
+def build_rows(
+    events: Sequence[object],
+) -> tuple[list[_EventRow], list[_TransitionRow], list[RefusedEvent]]:
+    """Validate every element and turn the good ones into rows; the bad ones are refused alone.
+
+    Never raises for an element: each refusal names the element's index, its eventId when it
+    has one, and the reason.
+    """
     now_ns = time.time_ns()
-    built = [_rows(i, event, now_ns) for i, event in enumerate(events)]
-    return [row for row, _ in built], [transitions for _, transitions in built]
+    event_rows: list[_EventRow] = []
+    transition_rows: list[_TransitionRow] = []
+    refused: list[RefusedEvent] = []
+    for index, event in enumerate(events):
+        try:
+            row, transitions = _rows(index, event, now_ns)
+        except InvalidEventError as exc:
+            sent_id = text(event, "event_id") if isinstance(event, Mapping) else ""
+            refused.append(RefusedEvent(index, exc.reason, str(exc), sent_id[:100]))
+            continue
+        event_rows.append(row)
+        transition_rows.extend(transitions)
+    return event_rows, transition_rows, refused
 
 
 def connect_read_only(path: str | os.PathLike[str]) -> sqlite3.Connection:
@@ -204,15 +290,17 @@ class EventStore:
     def path(self) -> str:
         return self._path
 
-    def insert_batch_sync(self, events: Sequence[object]) -> tuple[int, int]:
-        """Store a batch in one transaction; returns ``(inserted, duplicates)``.
+    def insert_batch_sync(self, events: Sequence[object]) -> InsertResult:
+        """Store a batch's valid events in one transaction; the invalid ones are refused alone.
 
-        Raises :class:`InvalidEventError` for the first element that cannot be stored, before
-        writing anything, so a batch is stored entirely or not at all.
+        An element that cannot be stored (no or bad eventId, a timestamp outside the int64
+        nanosecond range, ...) is reported in :attr:`InsertResult.refused` and the others are
+        stored. Raises only when the database itself fails (sqlite3.Error), then nothing is
+        stored.
         """
         if self._closed:
             raise RuntimeError("This EventStore is closed; open a new one to insert events.")
-        event_rows, transition_rows = build_rows(events)
+        event_rows, transition_rows, refused = build_rows(events)
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -221,14 +309,15 @@ class EventStore:
             inserted = conn.total_changes - before
             # A duplicate event's transitions are already stored under the same (event_id, seq)
             # keys, so OR IGNORE skips them too; one executemany keeps the loop in C.
-            conn.executemany(_INSERT_TRANSITION, itertools.chain.from_iterable(transition_rows))
+            conn.executemany(_INSERT_TRANSITION, transition_rows)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        return inserted, len(event_rows) - inserted
+        return InsertResult(inserted, len(event_rows) - inserted, tuple(refused))
 
-    async def insert_batch(self, events: Sequence[object]) -> tuple[int, int]:
+    async def insert_batch(self, events: Sequence[object]) -> InsertResult:
         """:meth:`insert_batch_sync` in a worker thread; see the class docstring for why."""
         return await trio.to_thread.run_sync(self.insert_batch_sync, events, limiter=self._limiter)
 
