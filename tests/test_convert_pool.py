@@ -38,9 +38,8 @@ def block_when_told(preserving: bool, blobs: list[bytes]) -> bytes:
 async def warm(pool: ConversionPool, nursery: trio.Nursery) -> None:
     await nursery.start(pool.run)
     with trio.fail_after(STARTUP):
-        while pool.statistics().warm_workers < pool.workers:
-            await trio.sleep(0.01)
-    await trio.sleep(0.01)  # the pool records the context after the last worker is warm
+        await pool.wait_warm()
+    assert pool.statistics().warm_workers == pool.workers
 
 
 def blobs(count: int = 300) -> list[bytes]:
@@ -104,7 +103,8 @@ async def test_cancelling_kills_the_busy_worker_and_the_pool_goes_on(nursery, tm
     with trio.fail_after(STARTUP):
         async with trio.open_nursery() as inner:
             inner.start_soon(convert_blocking)
-            while not started.exists():  # the worker has the batch
+            # The worker (another process) touches the file once it has the batch.
+            while not started.exists():  # noqa: ASYNC110
                 await trio.sleep(0.01)
             inner.cancel_scope.cancel()
     assert outcome == ["cancelled"]
@@ -150,8 +150,8 @@ async def test_a_batch_with_other_events_is_never_served_another_body() -> None:
     changed = list(batch)  # same length, same first and last object...
     changed[1] = bytes(bytearray(batch[2]))  # ...another event in between
     body = await second.dumps_serialized_cooperatively(changed)
-    assert body == JsonConverter().dumps_serialized(changed) != JsonConverter().dumps_serialized(
-        batch
+    assert (
+        body == JsonConverter().dumps_serialized(changed) != JsonConverter().dumps_serialized(batch)
     )
     assert pool.statistics().shared == 0
 

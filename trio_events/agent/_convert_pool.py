@@ -144,6 +144,7 @@ class ConversionPool:
         self._context: trio_parallel.WorkerContext | None = None
         self._limiter = trio.CapacityLimiter(workers)
         self._warm = 0
+        self._all_warm = trio.Event()
         self._in_process: dict[bool, JsonConverter] = {}
         self._handles: dict[bool, int] = {}
         self._shared: OrderedDict[tuple[bool, int, int, int], _Shared] = OrderedDict()
@@ -193,11 +194,19 @@ class ConversionPool:
                     for _ in range(self._workers):
                         nursery.start_soon(self._start_worker, context)
                 self._context = context
+                self._all_warm.set()
                 logger.info("%d JSON conversion workers are ready.", self._workers)
                 await trio.sleep_forever()
             finally:
                 self._context = None
                 self._warm = 0
+
+    async def wait_warm(self) -> None:
+        """Return once :meth:`run` has started the workers (at once with ``workers=1``)."""
+        if self._workers == 1:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self._all_warm.wait()
 
     async def _start_worker(self, context: trio_parallel.WorkerContext) -> None:
         # Concurrent jobs each take a worker of their own, so every worker gets started.

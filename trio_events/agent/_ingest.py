@@ -5,9 +5,9 @@ call) and ``/ray.rpc.ReporterService/HealthCheck`` (GCS only starts exporting on
 Any other path, such as the OpenCensus/OTLP metric exports Ray also sends to this port, gets
 grpclib's UNIMPLEMENTED without disturbing anything.
 
-Received events stay serialized: the request is parsed once to validate it (unknown fields and
-enum values from a newer Ray survive), then each event is re-serialized on its own and buffered
-as bytes with its event type.
+Received events stay serialized: the request is parsed once to validate it and read the event
+types (unknown fields and enum values from a newer Ray survive), and each event's bytes are
+sliced out of the request (``_wire.py``) and buffered with its event type.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from trio_events import pb
 from trio_events._bridge import asyncio_loop, run_asyncio
 from trio_events.agent._buffer import EventBuffer, MultiConsumerEventBuffer
 from trio_events.agent._grpc_server import GrpcServer, recv_raw_message
+from trio_events.agent._wire import event_slices
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Sequence
 
     from grpclib.server import Stream
 
@@ -309,7 +310,7 @@ class AggregatorAgent:
             self._reject(count, f"{free} more events, not {count}")
         if count:
             if self._publishers_enabled:
-                self._buffer_events(events, count, reject=reject)
+                self._buffer_events(events, count, reject=reject, request=data)
             else:
                 self._metrics.events_received.inc(count)
                 self._discard(count)
@@ -324,12 +325,14 @@ class AggregatorAgent:
             f"The aggregator's buffer has room for {room}; retry later.",
         )
 
-    def _buffer_events(self, events: Iterable[pb.RayEvent], count: int, *, reject: bool) -> None:
-        event_types: list[int] = []
-        blobs: list[bytes] = []
-        for event in events:
-            event_types.append(event.event_type)
-            blobs.append(event.SerializeToString())  # unknown fields are kept
+    def _buffer_events(
+        self, events: Sequence[pb.RayEvent], count: int, *, reject: bool, request: bytes
+    ) -> None:
+        event_types = [event.event_type for event in events]
+        # Each event's bytes are already in the request: sliced out, not re-encoded (_wire.py).
+        blobs = event_slices(request, count)
+        if blobs is None:
+            blobs = [event.SerializeToString() for event in events]  # unknown fields are kept
         # Only a spool bounds bytes; the in-memory buffer answers None at once.
         if reject and (free := self._buffer.free_bytes()) is not None:
             size = sum(map(len, blobs))
