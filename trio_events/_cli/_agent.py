@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -159,7 +160,16 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
         grace_period=args.grace_period,
         unhealthy_after=args.unhealthy_after,
         spool=spool,
+        conversion_workers=args.workers or available_cpus(),
     )
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), the default for ``--workers``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 async def run_agent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

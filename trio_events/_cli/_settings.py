@@ -263,6 +263,15 @@ AGENT_SETTINGS: tuple[Setting, ...] = (
         _non_negative_float,
         "a publisher failing this long makes /healthz unhealthy",
     ),
+    Setting(
+        "--workers",
+        "TRIO_EVENTS_WORKERS",
+        0,
+        _non_negative_int,
+        "processes converting events to JSON: 1 converts in the agent's own process, more start "
+        "worker processes (docs/performance.md)",
+        shown_default="0: the CPUs this process may run on",
+    ),
 )
 
 PUBLISHER_SETTINGS: tuple[Setting, ...] = (

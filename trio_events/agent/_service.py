@@ -35,6 +35,7 @@ from trio_events._bridge import asyncio_loop
 from trio_events._http_server import Request, Response, serve_http
 from trio_events._metrics import Metrics
 from trio_events.agent._buffer import EventBuffer, MultiConsumerEventBuffer
+from trio_events.agent._convert_pool import ConversionPool
 from trio_events.agent._http_sink import HttpPublisherClient, HttpPublisherConfig
 from trio_events.agent._ingest import AgentConfig, AggregatorAgent
 from trio_events.agent._publisher import PublisherConfig, PublisherStatistics, RayEventPublisher
@@ -78,6 +79,8 @@ class ServiceConfig:
     grace_period: float = 10.0
     unhealthy_after: float = 60.0
     spool: SpoolConfig | None = None
+    #: processes converting events to JSON (docs/performance.md); 1 converts in the agent's own
+    conversion_workers: int = 1
 
     def __attrs_post_init__(self) -> None:
         names = [d.publisher.name for d in self.destinations]
@@ -86,6 +89,10 @@ class ServiceConfig:
         if self.spool is not None and self.spool.path == self.store_path:
             raise ValueError(
                 f"The spool and the local store need different files; both are {self.store_path!r}."
+            )
+        if isinstance(self.conversion_workers, bool) or self.conversion_workers < 1:
+            raise ValueError(
+                f"conversion_workers must be an integer >= 1, got {self.conversion_workers!r}."
             )
         if self.grace_period < 0 or self.unhealthy_after < 0:
             raise ValueError("grace_period and unhealthy_after must be >= 0 seconds.")
@@ -129,11 +136,17 @@ class AgentService:
         self._buffer: EventBuffer | None = None
         self._agent: AggregatorAgent | None = None
         self._store_client: StorePublishClient | None = None
+        self._pool: ConversionPool | None = None
         self.summary: ShutdownSummary | None = None
 
     @property
     def metrics(self) -> Metrics:
         return self._metrics
+
+    @property
+    def conversion_pool(self) -> ConversionPool | None:
+        """The publishers' JSON conversion pool, once :meth:`run` has started it."""
+        return self._pool
 
     @property
     def publishers(self) -> tuple[RayEventPublisher, ...]:
@@ -199,10 +212,21 @@ class AgentService:
             if spool is not None:
                 await nursery.start(spool.run)
                 _forget_stale_consumers(spool, [c.name for _, c in clients])
+            pool = self._pool = ConversionPool(config.conversion_workers)
+            await nursery.start(pool.run)  # before the publishers, which use it
             for client, publisher_config in clients:
                 publisher = RayEventPublisher(
                     publisher_config, client, buffer, metrics=self._metrics
                 )
+                if publisher_config.converter == "compiled":
+                    # The seam: the publisher only calls dumps_serialized_cooperatively and
+                    # to_value on its converter. RayEventPublisher takes no converter argument
+                    # on this branch yet (its rewrite is on another branch); until it does, the
+                    # pooled converter is put in place here.
+                    converter = pool.converter(
+                        preserving_proto_field_name=publisher_config.preserve_proto_field_name
+                    )
+                    setattr(publisher, "_converter", converter)  # noqa: B010
                 self._publishers.append(publisher)
                 await nursery.start(publisher.run)
             store_path = config.store_path if self._store_client is not None else None
@@ -239,6 +263,7 @@ class AgentService:
             await agent_done.wait()
             self.summary = await self._drain()
             logger.info("Stopped: %s.", self.summary.line())
+            logger.info("JSON conversion: %s.", pool.statistics())
             nursery.cancel_scope.cancel()
 
     async def _clients(self) -> list[tuple[PublishClient, PublisherConfig]]:
