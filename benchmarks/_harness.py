@@ -239,8 +239,10 @@ def http(url: str, method: str = "GET", timeout: float = 10.0) -> bytes:
 
 
 class SinkProcess(Child):
-    def __init__(self, logs: Path, *, track_ids: bool = False) -> None:
+    def __init__(self, logs: Path, *, track_ids: bool = False, latency_ms: float = 0.0) -> None:
         argv = [PYTHON, "-m", "benchmarks.sink"] + (["--track-ids"] if track_ids else [])
+        if latency_ms:
+            argv += ["--latency-ms", str(latency_ms)]
         super().__init__("sink", argv, logs)
         match, _ = self.expect(r"sink: listening on (\d+)")
         self.port = int(match.group(1))

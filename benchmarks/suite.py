@@ -27,6 +27,7 @@ from benchmarks._harness import (
     rss_bytes,
     wait_until,
 )
+from benchmarks.peer import peer, workers_sweep
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -106,6 +107,40 @@ def converter(ctx: Context) -> tuple[list[Figure], Details]:
         loads,
     )
     return [ratio, ratio_serialized, ours, ref], {"events": events, **data}
+
+
+def handoff(ctx: Context) -> tuple[list[Figure], Details]:
+    events = ctx.size(10_000, 2_000)
+    runs = max(ctx.runs, 3) if not ctx.quick else 1
+    child = Child(
+        "micro-handoff",
+        module("benchmarks.micro", "handoff", "--events", str(events), "--runs", str(runs)),
+        ctx.logs,
+    )
+    load = _load()
+    data = child.last_json()
+    loads = [load, _load()]
+    share = Figure(
+        "handoff_share",
+        "conversion workers: hand-off of a batch / converting it in-process",
+        "x",
+        "<= 0.2",
+        data["handoff_share"],
+        loads,
+        notes="per batch of 1,000: wall time of a trio-parallel round trip carrying the "
+        "serialized events in and a body of the JSON's size out (nothing converted), over the "
+        "CPU time of converting the batch in-process",
+    )
+    kept = Figure(
+        "handoff_cpu_kept",
+        "conversion workers: agent-process CPU per batch with a worker / converting in-process",
+        "x",
+        ">= 0",
+        [w / c for w, c in zip(data["worker_cpu_ms"], data["convert_ms"], strict=True)],
+        loads,
+        notes="what the agent's own process still spends per batch when a worker converts it",
+    )
+    return [share, kept], {"events": events, **data}
 
 
 def recorder(ctx: Context) -> tuple[list[Figure], Details]:
@@ -394,6 +429,7 @@ def _e2e_once(ctx: Context, converter: str, events: int) -> Details:
     )
     return {
         "converter": converter,
+        "handoff": handoff,
         "recorded": added,
         "recorded_per_s": added / elapsed,
         "loadgen_elapsed_s": elapsed,
@@ -615,6 +651,7 @@ def lifecycle(ctx: Context) -> tuple[list[Figure], Details]:
 
 BENCHMARKS: dict[str, Benchmark] = {
     "converter": converter,
+    "handoff": handoff,
     "recorder": recorder,
     "publish": publish,
     "ingest": ingest,
@@ -623,6 +660,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "latency": latency,
     "memory": memory,
     "lifecycle": lifecycle,
+    "peer": peer,
+    "workers": workers_sweep,
 }
 
 
