@@ -101,6 +101,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:,.0f}"
     if unit in ("x",):
         return f"{value:.1f}"
+    if unit == "us":
+        return f"{value:.2f}"
     if unit in ("ms", "s"):
         return f"{value:.3g}" if unit == "s" else f"{value:.1f}"
     if unit == "bytes/event":

@@ -1,6 +1,7 @@
-"""In-process figures, each run in a fresh child process: converter, hand-off, recorder.
+"""In-process figures, each run in a fresh child process: converter, hand-off, ingest, recorder.
 
-``python -m benchmarks.micro converter|handoff|recorder [--events N] [--runs R]``; the last line on
+``python -m benchmarks.micro converter|handoff|ingest|recorder [--events N] [--runs R]``; the last
+line on
 stdout is JSON with one list of per-run values per figure. Times are this process's CPU time
 (``time.process_time``): on a shared machine, wall time of a single-threaded loop mostly
 measures the neighbours, and these loops do no I/O.
@@ -17,6 +18,11 @@ measures the neighbours, and these loops do no I/O.
   events in and a body of the same size out but converts nothing (pickling, the pipes, the
   wake-ups: the hand-off); and the wall time and this process's CPU of a real conversion in
   the worker. ``handoff_share`` is hand-off / conversion.
+- ``ingest``: the agent's CPU per event in ``AggregatorAgent._add_events`` (parse, buffer) on
+  pre-serialized requests of 1,000 events, with the events sliced out of the request (now) and
+  re-serialized one by one (before; the same code with the slicing turned off), alternating
+  within each run; and the CPU of h2's ``repr`` of one 16 KiB DATA frame (h2 formats one for
+  every frame it receives) with hyperframe's own function and with ours.
 - ``recorder``: ``add`` of N realistic events, one call per event from one trio task; and one
   export of a full ring (Ray's default 10,000 events): take (group by merge key, merge), build
   the ``AddEventsRequest`` and serialize it to the bytes grpclib sends.
@@ -160,6 +166,58 @@ def handoff(events: int, runs: int, batch: int = 1000) -> dict[str, Any]:
     return trio.run(_handoff, batches, runs)
 
 
+def ingest(events: int, runs: int, batch: int = 1000) -> dict[str, Any]:
+    import binascii
+    from unittest import mock
+
+    from hyperframe.frame import DataFrame
+
+    from benchmarks.workload import request_pool
+    from trio_events._metrics import Metrics
+    from trio_events.agent import _grpc_server, _ingest
+    from trio_events.agent._buffer import MultiConsumerEventBuffer
+    from trio_events.agent._ingest import AgentConfig, AggregatorAgent
+
+    requests = request_pool(max(1, events // batch), batch)
+    result: dict[str, list[float]] = {
+        "sliced_us": [],
+        "reserialized_us": [],
+        "frame_repr_us": [],
+        "hyperframe_repr_us": [],
+    }
+
+    def hyperframe_repr(data: bytes | None) -> str:  # hyperframe 6.1's _raw_data_repr
+        if not data:
+            return "None"
+        r = binascii.hexlify(data).decode("ascii")
+        return "<hex:" + (r[:20] + "..." if len(r) > 20 else r) + ">"
+
+    def add_all() -> float:
+        buffer = MultiConsumerEventBuffer(len(requests) * batch, batch, metrics=Metrics())
+        agent = AggregatorAgent(AgentConfig(), metrics=Metrics(), buffer=buffer)
+        buffer.register_consumer("publisher")
+        t0 = time.process_time()
+        for request in requests:
+            agent._add_events(request)
+        return (time.process_time() - t0) / (len(requests) * batch) * 1e6
+
+    frame = DataFrame(1, data=bytes(16384))
+    for _ in range(runs):
+        result["sliced_us"].append(add_all())
+        with mock.patch.object(_ingest, "event_slices", return_value=None):
+            result["reserialized_us"].append(add_all())
+        for key, function in (
+            ("frame_repr_us", _grpc_server._short_data_repr),
+            ("hyperframe_repr_us", hyperframe_repr),
+        ):
+            with mock.patch("hyperframe.frame._raw_data_repr", function):
+                t0 = time.process_time()
+                for _ in range(2000):
+                    repr(frame)
+                result[key].append((time.process_time() - t0) / 2000 * 1e6)
+    return result
+
+
 def recorder_figures(events: int, runs: int) -> dict[str, Any]:
     _export(1)  # warm-up
     export, merged = _export(runs)
@@ -168,7 +226,7 @@ def recorder_figures(events: int, runs: int) -> dict[str, Any]:
 
 if __name__ == "__main__":  # guarded: the hand-off's worker imports this module
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=("converter", "handoff", "recorder"))
+    parser.add_argument("what", choices=("converter", "handoff", "ingest", "recorder"))
     parser.add_argument("--events", type=int, default=5_000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
@@ -177,6 +235,8 @@ if __name__ == "__main__":  # guarded: the hand-off's worker imports this module
         out = converter(args.events, args.runs)
     elif args.what == "handoff":
         out = handoff(args.events, args.runs)
+    elif args.what == "ingest":
+        out = ingest(args.events, args.runs)
     else:
         out = recorder_figures(args.events, args.runs)
     print(json.dumps(out), flush=True)

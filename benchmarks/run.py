@@ -6,8 +6,9 @@
 processes it needs on 127.0.0.1 (see ``benchmarks/suite.py``), warms up, repeats ``--runs``
 times and reports the median with min and max, next to the target and the machine's load
 average during the runs. ``--quick`` is a smoke run with tiny sizes and one run each: its
-numbers mean nothing. Benchmarks: converter, recorder, publish, ingest, spool, e2e, latency,
-memory, lifecycle (latency uses the end-to-end figure of the same run when there is one), peer
+numbers mean nothing. Benchmarks: converter, handoff, ingest_cpu, recorder, publish, ingest,
+spool, e2e, latency, memory, lifecycle (latency uses the end-to-end figure of the same run when
+there is one), peer
 (ours against Ray 2.60's own agent with three receivers) and workers (throughput against
 ``--workers``, and ``--max-in-flight`` when the agent has it); see ``benchmarks/peer.py``.
 """

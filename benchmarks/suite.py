@@ -143,6 +143,46 @@ def handoff(ctx: Context) -> tuple[list[Figure], Details]:
     return [share, kept], {"events": events, **data}
 
 
+def ingest_cpu(ctx: Context) -> tuple[list[Figure], Details]:
+    events = ctx.size(50_000, 2_000)
+    runs = max(ctx.runs, 3) if not ctx.quick else 1
+    child = Child(
+        "micro-ingest",
+        module("benchmarks.micro", "ingest", "--events", str(events), "--runs", str(runs)),
+        ctx.logs,
+    )
+    load = _load()
+    data = child.last_json()
+    loads = [load, _load()]
+    now = Figure(
+        "ingest_cpu",
+        "ingest: agent CPU per event in AddEvents handling (parse, slice, buffer)",
+        "us",
+        ">= 0",
+        data["sliced_us"],
+        loads,
+        notes="in-process, requests of 1,000 merged realistic events; without gRPC/h2",
+    )
+    saved = Figure(
+        "ingest_cpu_ratio",
+        "ingest: CPU per event, re-serializing each event (before) / slicing (now)",
+        "x",
+        ">= 1",
+        [b / a for a, b in zip(data["sliced_us"], data["reserialized_us"], strict=True)],
+        loads,
+    )
+    frame = Figure(
+        "h2_frame_repr_ratio",
+        "h2's repr of a received 16 KiB DATA frame: hyperframe's / ours",
+        "x",
+        ">= 1",
+        [h / o for o, h in zip(data["frame_repr_us"], data["hyperframe_repr_us"], strict=True)],
+        loads,
+        notes="h2 formats repr(frame) for every frame it receives, logged or not",
+    )
+    return [now, saved, frame], {"events": events, **data}
+
+
 def recorder(ctx: Context) -> tuple[list[Figure], Details]:
     events = ctx.size(200_000, 5_000)
     runs = ctx.runs
@@ -430,6 +470,7 @@ def _e2e_once(ctx: Context, converter: str, events: int) -> Details:
     return {
         "converter": converter,
         "handoff": handoff,
+        "ingest_cpu": ingest_cpu,
         "recorded": added,
         "recorded_per_s": added / elapsed,
         "loadgen_elapsed_s": elapsed,
@@ -652,6 +693,7 @@ def lifecycle(ctx: Context) -> tuple[list[Figure], Details]:
 BENCHMARKS: dict[str, Benchmark] = {
     "converter": converter,
     "handoff": handoff,
+    "ingest_cpu": ingest_cpu,
     "recorder": recorder,
     "publish": publish,
     "ingest": ingest,

@@ -210,3 +210,9 @@ def test_the_plots_against_workers_and_requests_in_flight(tmp_path: Path) -> Non
     assert plots(details, tmp_path) == ["throughput_vs_workers.png", "throughput_vs_flight.png"]
     assert (tmp_path / "throughput_vs_flight.png").stat().st_size > 1000
     assert plots({}, tmp_path) == []
+
+
+def test_the_ingest_figure_in_process() -> None:
+    ingest = micro.ingest(2_000, 1)
+    assert set(ingest) == {"sliced_us", "reserialized_us", "frame_repr_us", "hyperframe_repr_us"}
+    assert all(len(values) == 1 and values[0] > 0 for values in ingest.values())
