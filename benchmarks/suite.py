@@ -469,8 +469,6 @@ def _e2e_once(ctx: Context, converter: str, events: int) -> Details:
     )
     return {
         "converter": converter,
-        "handoff": handoff,
-        "ingest_cpu": ingest_cpu,
         "recorded": added,
         "recorded_per_s": added / elapsed,
         "loadgen_elapsed_s": elapsed,

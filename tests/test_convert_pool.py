@@ -61,6 +61,10 @@ async def test_workers_convert_to_the_same_bytes_as_in_process(nursery, preservi
     assert orjson.loads(body) == orjson.loads(expected)
     stats = pool.statistics()
     assert (stats.in_worker, stats.in_process, stats.worker_failures) == (1, 0, 0)
+    assert stats.line() == (
+        "1 batches in 2 worker processes, 0 in-process, 0 shared between destinations, "
+        "0 redone after a worker died"
+    )
 
 
 async def test_one_worker_converts_in_process_without_run() -> None:

@@ -12,6 +12,9 @@ from trio_events.agent._buffer import EventBatch as EventBatch
 from trio_events.agent._buffer import EventBuffer as EventBuffer
 from trio_events.agent._buffer import MultiConsumerEventBuffer as MultiConsumerEventBuffer
 from trio_events.agent._convert import JsonConverter as JsonConverter
+from trio_events.agent._convert_pool import ConversionPool as ConversionPool
+from trio_events.agent._convert_pool import ConversionPoolStatistics as ConversionPoolStatistics
+from trio_events.agent._convert_pool import PooledConverter as PooledConverter
 from trio_events.agent._filtering import (
     DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES as DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES,
 )
@@ -44,6 +47,8 @@ __all__ = [
     "AggregatorAgent",
     "BufferStatistics",
     "ConsumerStatistics",
+    "ConversionPool",
+    "ConversionPoolStatistics",
     "Destination",
     "EventBatch",
     "EventBuffer",
@@ -52,6 +57,7 @@ __all__ = [
     "JsonConverter",
     "MultiConsumerEventBuffer",
     "Outcome",
+    "PooledConverter",
     "PublishClient",
     "PublishOutcome",
     "PublisherConfig",

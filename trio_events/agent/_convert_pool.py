@@ -104,6 +104,14 @@ class ConversionPoolStatistics:
     shared: int  #: batches served from another destination's conversion of the same events
     worker_failures: int  #: batches whose worker died; each was converted again
 
+    def line(self) -> str:
+        """For the agent's log at shutdown."""
+        return (
+            f"{self.in_worker} batches in {self.workers if self.workers > 1 else 'no'} worker "
+            f"processes, {self.in_process} in-process, {self.shared} shared between "
+            f"destinations, {self.worker_failures} redone after a worker died"
+        )
+
 
 class _Shared:
     """One conversion that other handles with the same settings may take."""

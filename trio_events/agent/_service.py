@@ -263,7 +263,7 @@ class AgentService:
             await agent_done.wait()
             self.summary = await self._drain()
             logger.info("Stopped: %s.", self.summary.line())
-            logger.info("JSON conversion: %s.", pool.statistics())
+            logger.info("JSON conversion: %s.", pool.statistics().line())
             nursery.cancel_scope.cancel()
 
     async def _clients(self) -> list[tuple[PublishClient, PublisherConfig]]:
