@@ -22,6 +22,10 @@ once (bounded by :data:`SHARED_RESULTS`, oldest forgotten first). If the convert
 cancelled or its conversion fails, the waiters convert for themselves. With one handle per
 settings nothing is kept.
 
+Workers are spawned processes (trio-parallel's default, the only start method safe with threads),
+which import the main module: a program that runs a pool must guard its entry point with
+``if __name__ == "__main__":``, as with :mod:`multiprocessing` (``python -m trio_events`` does).
+
 **A worker that dies** (killed, out of memory) does not lose the batch: it is converted again
 in another worker, then, if that one dies too, in this process; each such batch is counted in
 :attr:`ConversionPoolStatistics.worker_failures`. Cancelling a conversion kills its worker

@@ -22,9 +22,10 @@ bounded (the server's close timeout, the grace period, the store's close).
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import time
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 import orjson
@@ -215,18 +216,7 @@ class AgentService:
             pool = self._pool = ConversionPool(config.conversion_workers)
             await nursery.start(pool.run)  # before the publishers, which use it
             for client, publisher_config in clients:
-                publisher = RayEventPublisher(
-                    publisher_config, client, buffer, metrics=self._metrics
-                )
-                if publisher_config.converter == "compiled":
-                    # The seam: the publisher only calls dumps_serialized_cooperatively and
-                    # to_value on its converter. RayEventPublisher takes no converter argument
-                    # on this branch yet (its rewrite is on another branch); until it does, the
-                    # pooled converter is put in place here.
-                    converter = pool.converter(
-                        preserving_proto_field_name=publisher_config.preserve_proto_field_name
-                    )
-                    setattr(publisher, "_converter", converter)  # noqa: B010
+                publisher = _publisher(publisher_config, client, buffer, self._metrics, pool)
                 self._publishers.append(publisher)
                 await nursery.start(publisher.run)
             store_path = config.store_path if self._store_client is not None else None
@@ -345,6 +335,29 @@ class AgentService:
                     f"({stats.consecutive_failures} attempts)"
                 )
         return (not reasons, {"reasons": reasons, "publishers": publishers, "time": time.time()})
+
+
+def _publisher(
+    config: PublisherConfig,
+    client: PublishClient,
+    buffer: EventBuffer,
+    metrics: Metrics,
+    pool: ConversionPool,
+) -> RayEventPublisher:
+    """A publisher whose compiled conversion goes through ``pool`` (the protobuf reference
+    converter, for benchmarks, stays in-process)."""
+    if config.converter != "compiled":
+        return RayEventPublisher(config, client, buffer, metrics=metrics)
+    converter = pool.converter(preserving_proto_field_name=config.preserve_proto_field_name)
+    # The seam is ``await converter.dumps_serialized_cooperatively(blobs)`` (and ``to_value``).
+    # The publisher rewritten for requests in flight takes ``converter=``; this one does not
+    # yet, so the pooled converter replaces its own. The second branch goes once both meet.
+    if "converter" in inspect.signature(RayEventPublisher).parameters:
+        extra: dict[str, Any] = {"converter": converter}
+        return RayEventPublisher(config, client, buffer, metrics=metrics, **extra)
+    publisher = RayEventPublisher(config, client, buffer, metrics=metrics)
+    setattr(publisher, "_converter", converter)  # noqa: B010
+    return publisher
 
 
 def _forget_stale_consumers(spool: SpoolEventBuffer, publishers: list[str]) -> None:
