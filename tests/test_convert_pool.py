@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 import trio
+from google.protobuf.message import DecodeError
 
 from benchmarks.workload import merged_blobs
 from trio_events.agent._convert import JsonConverter
@@ -65,6 +66,11 @@ async def test_workers_convert_to_the_same_bytes_as_in_process(nursery, preservi
         "1 batches in 2 worker processes, 0 in-process, 0 shared between destinations, "
         "0 redone after a worker died"
     )
+    # A batch the converter refuses raises what it raises in-process, for the publisher to
+    # find the culprit event by event.
+    with pytest.raises(DecodeError, match="RayEvent"):
+        await converter.dumps_serialized_cooperatively([batch[0], b"\xff\xff\xff"])
+    assert pool.statistics().worker_failures == 0
 
 
 async def test_one_worker_converts_in_process_without_run() -> None:
