@@ -20,7 +20,8 @@ different batch is never served another's body. The first handle to ask converts
 wait for its result, or take it from a small table of recent results that each of them takes
 once (bounded by :data:`SHARED_RESULTS`, oldest forgotten first). If the converting handle is
 cancelled or its conversion fails, the waiters convert for themselves. With one handle per
-settings nothing is kept.
+settings nothing is kept. The durable spool reads each consumer's batch from its file, so its
+consumers never hold the same objects and convert separately: correct, only not shared.
 
 Workers are spawned processes (trio-parallel's default, the only start method safe with threads),
 which import the main module: a program that runs a pool must guard its entry point with
