@@ -117,8 +117,12 @@ def protos(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks in separate processes on 127.0.0.1; report in bench-results/."""
-    install_with(session, "test", "bench")
+    """Benchmarks in separate processes on 127.0.0.1; report in bench-results/.
+
+    Installs Ray 2.60 with its dashboard (the interop-default group): the end-to-end figures
+    run Ray's own AggregatorAgent next to ours.
+    """
+    install_with(session, "test", "bench", "interop-default")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

@@ -101,6 +101,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:,.0f}"
     if unit in ("x",):
         return f"{value:.1f}"
+    if unit == "us":
+        return f"{value:.2f}"
     if unit in ("ms", "s"):
         return f"{value:.3g}" if unit == "s" else f"{value:.1f}"
     if unit == "bytes/event":
@@ -239,8 +241,10 @@ def http(url: str, method: str = "GET", timeout: float = 10.0) -> bytes:
 
 
 class SinkProcess(Child):
-    def __init__(self, logs: Path, *, track_ids: bool = False) -> None:
+    def __init__(self, logs: Path, *, track_ids: bool = False, latency_ms: float = 0.0) -> None:
         argv = [PYTHON, "-m", "benchmarks.sink"] + (["--track-ids"] if track_ids else [])
+        if latency_ms:
+            argv += ["--latency-ms", str(latency_ms)]
         super().__init__("sink", argv, logs)
         match, _ = self.expect(r"sink: listening on (\d+)")
         self.port = int(match.group(1))

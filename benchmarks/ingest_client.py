@@ -10,7 +10,8 @@ built and serialized before the clock starts, so the client measures the agent, 
 - ``flat``: ``--streams`` concurrent calls, each sending the next pre-serialized request of
   ``--batch`` merged realistic events as soon as the previous one is acknowledged, for
   ``--warmup`` then ``--seconds``; reports the events acknowledged per second in the measured
-  window. ``--total N`` instead sends exactly N events (then stops) and reports the time.
+  window. ``--total N`` instead sends exactly N events (then stops) and reports the time and
+  when the first of them was sent (``start_ns``, on ``time.monotonic_ns()``).
 - ``paced``: one request of ``--batch`` events every ``batch / rate`` seconds (each in its own
   task, so a slow answer never delays the schedule), every event of request ``i`` carrying
   ``message = "bench:i"``; reports, per request, the send time and the time its answer
@@ -64,11 +65,12 @@ async def flat(args: argparse.Namespace) -> dict[str, Any]:
                 if total_requests is not None or time.monotonic() >= measure_from:
                     acked += args.batch
 
+        start_ns = time.monotonic_ns()  # CLOCK_MONOTONIC, which the sinks share
         t0 = time.monotonic()
         await asyncio.gather(*(stream() for _ in range(args.streams)))
         elapsed = time.monotonic() - t0
     if total_requests is not None:
-        return {"events": total_requests * args.batch, "seconds": elapsed}
+        return {"events": total_requests * args.batch, "seconds": elapsed, "start_ns": start_ns}
     return {"events": acked, "seconds": args.seconds, "events_per_s": acked / args.seconds}
 
 

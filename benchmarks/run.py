@@ -6,8 +6,11 @@
 processes it needs on 127.0.0.1 (see ``benchmarks/suite.py``), warms up, repeats ``--runs``
 times and reports the median with min and max, next to the target and the machine's load
 average during the runs. ``--quick`` is a smoke run with tiny sizes and one run each: its
-numbers mean nothing. Benchmarks: converter, recorder, publish, ingest, e2e, latency, memory,
-lifecycle (latency uses the end-to-end figure of the same run when there is one).
+numbers mean nothing. Benchmarks: converter, handoff, ingest_cpu, recorder, publish, ingest,
+spool, e2e, latency, memory, lifecycle (latency uses the end-to-end figure of the same run when
+there is one), peer
+(ours against Ray 2.60's own agent with three receivers) and workers (throughput against
+``--workers``, and ``--max-in-flight`` when the agent has it); see ``benchmarks/peer.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._harness import Figure, load_average, machine, table
+from benchmarks.peer import plots as peer_plots
 from benchmarks.suite import BENCHMARKS, Context
 
 
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     report["figures"] = [f.as_dict() for f in figures]
     report["load_after"] = list(load_average())
     report["seconds"] = time.time() - started
-    report["plots"] = plot(report["details"], out)
+    report["plots"] = plot(report["details"], out) + peer_plots(report["details"], out)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report, figures)
     (out / "report.md").write_text(text)

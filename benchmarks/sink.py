@@ -1,6 +1,9 @@
 """A minimal, fast HTTP sink for the benchmarks (its own process).
 
-``python -m benchmarks.sink [--port 0]`` prints ``sink: listening on PORT`` once it serves.
+``python -m benchmarks.sink [--port 0] [--latency-ms MS]`` prints ``sink: listening on PORT``
+once it serves. ``--latency-ms`` delays every answer to an export POST by that long (a receiver
+that takes time per request, such as one that writes to a database before answering); the
+answer is still a single send.
 It is the project's own HTTP/1.1 server (``trio_events._http_server``, h11 on trio) with a
 handler that does as little as possible, so that the sink does not compete for the CPU with
 what is measured:
@@ -47,8 +50,9 @@ def count_events(body: bytes) -> int:
 
 
 class Sink:
-    def __init__(self, *, track_ids: bool = False) -> None:
+    def __init__(self, *, track_ids: bool = False, latency: float = 0.0) -> None:
         self.track_ids = track_ids
+        self.latency = latency
         self.paused = False
         self.reset()
 
@@ -93,6 +97,8 @@ class Sink:
         if self.track_ids:
             ids = Counter(int(i) for i in _ID.findall(body))
             self.by_post.append((now, dict(ids)))
+        if self.latency:
+            await trio.sleep(self.latency)
         return _OK
 
     def control(self, method: str, path: str) -> Response:
@@ -113,8 +119,8 @@ class Sink:
         return Response.json(200, orjson.dumps(self.stats()))
 
 
-async def main(port: int, track_ids: bool) -> None:
-    sink = Sink(track_ids=track_ids)
+async def main(port: int, track_ids: bool, latency: float = 0.0) -> None:
+    sink = Sink(track_ids=track_ids, latency=latency)
     async with trio.open_nursery() as nursery:
         serve = functools.partial(
             serve_http, sink.handle, "127.0.0.1", port, max_body_bytes=256 * 1024 * 1024
@@ -127,8 +133,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--track-ids", action="store_true", help="record ids for latency")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every answer")
     args = parser.parse_args()
     try:
-        trio.run(main, args.port, args.track_ids)
+        trio.run(main, args.port, args.track_ids, args.latency_ms / 1000)
     except KeyboardInterrupt:
         sys.exit(0)

@@ -27,6 +27,7 @@ from benchmarks._harness import (
     rss_bytes,
     wait_until,
 )
+from benchmarks.peer import peer, workers_sweep
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -106,6 +107,80 @@ def converter(ctx: Context) -> tuple[list[Figure], Details]:
         loads,
     )
     return [ratio, ratio_serialized, ours, ref], {"events": events, **data}
+
+
+def handoff(ctx: Context) -> tuple[list[Figure], Details]:
+    events = ctx.size(10_000, 2_000)
+    runs = max(ctx.runs, 3) if not ctx.quick else 1
+    child = Child(
+        "micro-handoff",
+        module("benchmarks.micro", "handoff", "--events", str(events), "--runs", str(runs)),
+        ctx.logs,
+    )
+    load = _load()
+    data = child.last_json()
+    loads = [load, _load()]
+    share = Figure(
+        "handoff_share",
+        "conversion workers: hand-off of a batch / converting it in-process",
+        "x",
+        "<= 0.2",
+        data["handoff_share"],
+        loads,
+        notes="per batch of 1,000: wall time of a trio-parallel round trip carrying the "
+        "serialized events in and a body of the JSON's size out (nothing converted), over the "
+        "CPU time of converting the batch in-process",
+    )
+    kept = Figure(
+        "handoff_cpu_kept",
+        "conversion workers: agent-process CPU per batch with a worker / converting in-process",
+        "x",
+        ">= 0",
+        [w / c for w, c in zip(data["worker_cpu_ms"], data["convert_ms"], strict=True)],
+        loads,
+        notes="what the agent's own process still spends per batch when a worker converts it",
+    )
+    return [share, kept], {"events": events, **data}
+
+
+def ingest_cpu(ctx: Context) -> tuple[list[Figure], Details]:
+    events = ctx.size(50_000, 2_000)
+    runs = max(ctx.runs, 3) if not ctx.quick else 1
+    child = Child(
+        "micro-ingest",
+        module("benchmarks.micro", "ingest", "--events", str(events), "--runs", str(runs)),
+        ctx.logs,
+    )
+    load = _load()
+    data = child.last_json()
+    loads = [load, _load()]
+    now = Figure(
+        "ingest_cpu",
+        "ingest: agent CPU per event in AddEvents handling (parse, slice, buffer)",
+        "us",
+        ">= 0",
+        data["sliced_us"],
+        loads,
+        notes="in-process, requests of 1,000 merged realistic events; without gRPC/h2",
+    )
+    saved = Figure(
+        "ingest_cpu_ratio",
+        "ingest: CPU per event, re-serializing each event (before) / slicing (now)",
+        "x",
+        ">= 1",
+        [b / a for a, b in zip(data["sliced_us"], data["reserialized_us"], strict=True)],
+        loads,
+    )
+    frame = Figure(
+        "h2_frame_repr_ratio",
+        "h2's repr of a received 16 KiB DATA frame: hyperframe's / ours",
+        "x",
+        ">= 1",
+        [h / o for o, h in zip(data["frame_repr_us"], data["hyperframe_repr_us"], strict=True)],
+        loads,
+        notes="h2 formats repr(frame) for every frame it receives, logged or not",
+    )
+    return [now, saved, frame], {"events": events, **data}
 
 
 def recorder(ctx: Context) -> tuple[list[Figure], Details]:
@@ -615,6 +690,8 @@ def lifecycle(ctx: Context) -> tuple[list[Figure], Details]:
 
 BENCHMARKS: dict[str, Benchmark] = {
     "converter": converter,
+    "handoff": handoff,
+    "ingest_cpu": ingest_cpu,
     "recorder": recorder,
     "publish": publish,
     "ingest": ingest,
@@ -623,6 +700,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "latency": latency,
     "memory": memory,
     "lifecycle": lifecycle,
+    "peer": peer,
+    "workers": workers_sweep,
 }
 
 

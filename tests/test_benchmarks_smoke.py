@@ -123,3 +123,96 @@ def test_the_plot_of_publish_throughput(tmp_path: Path) -> None:
     assert run.plot({"publish": {"sweep": sweep}}, tmp_path) == ["publish_vs_batch_size.png"]
     assert (tmp_path / "publish_vs_batch_size.png").stat().st_size > 1000
     assert run.plot({}, tmp_path) == []
+
+
+async def test_the_sink_answers_after_its_latency(autojump_clock) -> None:
+    import trio
+
+    s = sink.Sink(latency=0.04)
+    body = JsonConverter().dumps(merged_events(5))
+    start = trio.current_time()
+    response = await s.handle(Request("POST", "/events", (), body))
+    assert response.status == 200
+    assert trio.current_time() - start == pytest.approx(0.04)
+    await s.handle(Request("GET", "/_stats"))  # control requests are not delayed
+    assert trio.current_time() - start == pytest.approx(0.04)
+
+
+def test_the_plain_receiver_counts_posts_sent_by_a_real_client() -> None:
+    import threading
+    import urllib.request
+    from http.server import ThreadingHTTPServer
+
+    from benchmarks import plain_receiver
+
+    plain_receiver._reset()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), plain_receiver.Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        body = JsonConverter().dumps(merged_events(30))
+        request = urllib.request.Request(f"{base}/events", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read()) == {"status": "ok"}
+        with urllib.request.urlopen(f"{base}/_stats", timeout=10) as response:
+            stats = json.loads(response.read())
+        assert (stats["events"], stats["posts"], stats["bytes"]) == (30, 1, len(body))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_tree_cpu_counts_this_process() -> None:
+    import os
+    import time
+
+    from benchmarks.peer import tree_cpu
+
+    before = tree_cpu(os.getpid())
+    end = time.process_time() + 0.05
+    while time.process_time() < end:
+        pass
+    assert tree_cpu(os.getpid()) >= before + 0.03
+    assert tree_cpu(2**22 + 12345) == 0.0  # no such process
+
+
+def test_the_handoff_figure_in_process() -> None:
+    handoff = micro.handoff(40, 1, batch=20)
+    assert set(handoff) == {
+        "convert_ms",
+        "handoff_ms",
+        "handoff_cpu_ms",
+        "worker_ms",
+        "worker_cpu_ms",
+        "handoff_share",
+    }
+    assert all(len(values) == 1 and values[0] >= 0 for values in handoff.values())
+    assert handoff["worker_ms"][0] > 0
+
+
+def test_the_plots_against_workers_and_requests_in_flight(tmp_path: Path) -> None:
+    from benchmarks.peer import plots
+
+    def runs(rate: float) -> list[dict[str, float]]:
+        return [{"events_per_s": rate}, {"events_per_s": rate * 1.1}]
+
+    sweep: dict[str, dict[str, list[dict[str, float]]]] = {
+        "workers": {"1": runs(40_000), "2": runs(70_000)},
+        "in_flight": {},
+    }
+    details: dict[str, object] = {
+        "workers": sweep,
+        "peer": {"runs": [{"agent": "ray", "receiver": "instant", "events_per_s": 5_000.0}]},
+    }
+    assert plots(details, tmp_path) == ["throughput_vs_workers.png"]
+    sweep["in_flight"] = {"1": runs(20_000), "4": runs(60_000)}
+    assert plots(details, tmp_path) == ["throughput_vs_workers.png", "throughput_vs_flight.png"]
+    assert (tmp_path / "throughput_vs_flight.png").stat().st_size > 1000
+    assert plots({}, tmp_path) == []
+
+
+def test_the_ingest_figure_in_process() -> None:
+    ingest = micro.ingest(2_000, 1)
+    assert set(ingest) == {"sliced_us", "reserialized_us", "frame_repr_us", "hyperframe_repr_us"}
+    assert all(len(values) == 1 and values[0] > 0 for values in ingest.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import signal
 import socket
@@ -69,6 +70,12 @@ def test_ray_environment_variables_configure_the_agent() -> None:
     assert publisher.max_retries == 2
     assert config.destinations[0].http.timeout == 7.0
     assert publisher.attempt_timeout == 7.0  # one value, taken from the HTTP client's
+
+
+def test_workers_default_to_the_cpus_available_and_1_is_in_process() -> None:
+    assert _agent_config([], {}).conversion_workers == len(os.sched_getaffinity(0))
+    assert _agent_config(["--workers", "1"], {}).conversion_workers == 1
+    assert _agent_config([], {"TRIO_EVENTS_WORKERS": "3"}).conversion_workers == 3
 
 
 def test_hidden_json_converter_flag_selects_the_publishers_converter(

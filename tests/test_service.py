@@ -66,14 +66,18 @@ def _config(sink_port: int | None, **overrides: Any) -> ServiceConfig:
     return ServiceConfig(**values)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_recorder_to_agent_to_http_sink_exactly_once_in_entity_order(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, workers: int
 ) -> None:
     with trio.fail_after(DEADLINE):
         sink = Sink()
         sink_port = await nursery.start(serve_http, sink.handle, "127.0.0.1", 0)
-        service = AgentService(_config(sink_port))
+        service = AgentService(_config(sink_port, conversion_workers=workers))
         addresses = await nursery.start(service.run)
+        pool = service.conversion_pool
+        assert pool is not None
+        await pool.wait_warm()
         recorded = list(realistic_events("mixed", 3000, seed=7))
         config = RecorderConfig(report_interval=0.05, max_queued_events=10_000)
         async with open_recorder(
@@ -104,6 +108,12 @@ async def test_recorder_to_agent_to_http_sink_exactly_once_in_entity_order(
     for timestamps in arrived.values():
         assert timestamps == sorted(timestamps)
     assert all(e["nodeId"] == base64.b64encode(b"n" * 28).decode() for e in sink.events)
+    conversion = pool.statistics()
+    assert conversion.worker_failures == 0
+    if workers == 1:
+        assert (conversion.in_process, conversion.in_worker) == (sink.posts, 0)
+    else:
+        assert (conversion.in_process, conversion.in_worker) == (0, sink.posts)
 
 
 async def test_metrics_and_health_endpoints(nursery: trio.Nursery) -> None:
@@ -311,3 +321,9 @@ def test_bad_service_config_is_a_sentence(bad: dict[str, Any]) -> None:
         ValueError, match=r"^grace_period and unhealthy_after must be >= 0 seconds\.$"
     ):
         ServiceConfig(**bad)
+
+
+@pytest.mark.parametrize("workers", [0, True])
+def test_conversion_workers_must_be_at_least_one(workers: int) -> None:
+    with pytest.raises(ValueError, match=r"^conversion_workers must be an integer >= 1, got .*\.$"):
+        ServiceConfig(conversion_workers=workers)

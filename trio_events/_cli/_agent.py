@@ -180,6 +180,7 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
         task_destinations=_task_destinations(args, converter),
         store_path=store_path,
         store_publisher=store_publisher,
+        conversion_workers=args.workers or available_cpus(),
         metrics_listen=args.metrics_listen,
         grace_period=args.grace_period,
         unhealthy_after=args.unhealthy_after,
@@ -225,6 +226,14 @@ def _task_destinations(
             )
         )
     return tuple(destinations)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), the default for ``--workers``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def ray_labels(args: argparse.Namespace) -> dict[str, str]:

@@ -99,6 +99,15 @@ AGENT_SETTINGS: tuple[Setting, ...] = (
         "seconds one AddEvents request may take to arrive; a slower one gets DEADLINE_EXCEEDED",
     ),
     Setting(
+        "--workers",
+        "TRIO_EVENTS_WORKERS",
+        0,
+        v.non_negative_int,
+        "processes converting events to JSON: 1 converts in the agent's own process, more start "
+        "worker processes (docs/performance.md)",
+        shown_default="0: the CPUs this process may run on",
+    ),
+    Setting(
         "--on-full",
         "TRIO_EVENTS_ON_FULL",
         _d(AgentConfig, "on_full"),

@@ -13,6 +13,9 @@ from trio_events.agent._consumer import ConsumerStatistics as ConsumerStatistics
 from trio_events.agent._consumer import EventBatch as EventBatch
 from trio_events.agent._consumer import EventConsumer as EventConsumer
 from trio_events.agent._convert import JsonConverter as JsonConverter
+from trio_events.agent._convert_pool import ConversionPool as ConversionPool
+from trio_events.agent._convert_pool import ConversionPoolStatistics as ConversionPoolStatistics
+from trio_events.agent._convert_pool import PooledConverter as PooledConverter
 from trio_events.agent._dashboard_publisher import DashboardHeadClient as DashboardHeadClient
 from trio_events.agent._dashboard_publisher import DashboardHeadConfig as DashboardHeadConfig
 from trio_events.agent._delivery import BatchConverter as BatchConverter
@@ -54,6 +57,8 @@ __all__ = [
     "BatchConverter",
     "BufferStatistics",
     "ConsumerStatistics",
+    "ConversionPool",
+    "ConversionPoolStatistics",
     "DashboardHeadClient",
     "DashboardHeadConfig",
     "Destination",
@@ -67,6 +72,7 @@ __all__ = [
     "JsonConverter",
     "MultiConsumerEventBuffer",
     "Outcome",
+    "PooledConverter",
     "PublishClient",
     "PublishOutcome",
     "PublisherConfig",

@@ -5,9 +5,9 @@ call) and ``/ray.rpc.ReporterService/HealthCheck`` (GCS only starts exporting on
 Any other path, such as the OpenCensus/OTLP metric exports Ray also sends to this port, gets
 grpclib's UNIMPLEMENTED without disturbing anything.
 
-Received events stay serialized: the request is parsed once to validate it (unknown fields and
-enum values from a newer Ray survive), then each event is re-serialized on its own and buffered
-as bytes with its event type.
+Received events stay serialized: the request is parsed once to validate it and read the event
+types (unknown fields and enum values from a newer Ray survive), and each event's bytes are
+sliced out of the request (``_wire.py``) and buffered with its event type.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from trio_events.agent._spool import (
     SpoolFullError,
     SpoolStalledError,
 )
+from trio_events.agent._wire import event_slices
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -392,14 +393,16 @@ class AggregatorAgent:
         reject = self._publishers_enabled and self._config.on_full == "reject"
         if reject and count > (free := self._buffer.free_slots()):
             self._reject(count, f"{free} more events, not {count}")
-        types: list[int] = []
-        blobs: list[bytes] = []
         if not self._publishers_enabled:
-            types = [0] * count  # only counted
-            return events_data, types, blobs
-        for event in events:
-            types.append(event.event_type)
-            blobs.append(event.SerializeToString())  # unknown fields are kept
+            return events_data, [0] * count, []  # only counted
+        types: list[int] = [event.event_type for event in events]
+        # Each event's bytes are already in the request: sliced out, not re-encoded (_wire.py).
+        sliced = event_slices(data, count)
+        blobs = (
+            sliced
+            if sliced is not None
+            else [event.SerializeToString() for event in events]  # unknown fields are kept
+        )
         # Only a spool bounds bytes; the in-memory buffer answers None at once.
         if reject and (free_bytes := self._buffer.free_bytes()) is not None:
             size = sum(map(len, blobs))

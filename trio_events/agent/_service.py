@@ -38,6 +38,7 @@ from trio_events._bridge import asyncio_loop
 from trio_events._http_server import serve_http
 from trio_events._metrics import Metrics
 from trio_events.agent._buffer import EventBuffer, MultiConsumerEventBuffer
+from trio_events.agent._convert_pool import ConversionPool
 from trio_events.agent._http_sink import HttpPublisherClient, HttpPublisherConfig
 from trio_events.agent._ingest import AgentConfig, AggregatorAgent
 from trio_events.agent._publisher import PublisherConfig, PublisherStatistics, RayEventPublisher
@@ -50,6 +51,7 @@ from trio_events.store._sqlite import EventStore
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from trio_events.agent._delivery import BatchConverter
     from trio_events.agent._sink import BatchEncoder, PublishClient, PublishOutcome
     from trio_events.agent._task_metadata import TaskMetadataStore
 
@@ -108,6 +110,8 @@ class ServiceConfig:
     grace_period: float = 10.0
     unhealthy_after: float = 60.0
     spool: SpoolConfig | None = None
+    #: processes converting events to JSON (docs/performance.md); 1 converts in the agent's own
+    conversion_workers: int = 1
 
     def __attrs_post_init__(self) -> None:
         names = [d.publisher.name for d in self.destinations]
@@ -117,6 +121,10 @@ class ServiceConfig:
         if self.spool is not None and self.spool.path == self.store_path:
             raise ValueError(
                 f"The spool and the local store need different files; both are {self.store_path!r}."
+            )
+        if isinstance(self.conversion_workers, bool) or self.conversion_workers < 1:
+            raise ValueError(
+                f"conversion_workers must be an integer >= 1, got {self.conversion_workers!r}."
             )
         if self.grace_period < 0 or self.unhealthy_after < 0:
             raise ValueError("grace_period and unhealthy_after must be >= 0 seconds.")
@@ -175,11 +183,17 @@ class AgentService:
         self._agent: AggregatorAgent | None = None
         self._store_client: StorePublishClient | None = None
         self._spool: SpoolEventBuffer | None = None
+        self._pool: ConversionPool | None = None
         self.summary: ShutdownSummary | None = None
 
     @property
     def metrics(self) -> Metrics:
         return self._metrics
+
+    @property
+    def conversion_pool(self) -> ConversionPool | None:
+        """The publishers' JSON conversion pool, once :meth:`run` has started it."""
+        return self._pool
 
     @property
     def publishers(self) -> tuple[RayEventPublisher, ...]:
@@ -274,6 +288,8 @@ class AgentService:
             if spool is not None:
                 await nursery.start(spool.run)
                 _forget_stale_consumers(spool, [c.name for _, c, _ in clients])
+            pool = self._pool = ConversionPool(config.conversion_workers)
+            await nursery.start(pool.run)  # before the publishers, which use it
             await self._start_publishers(nursery, buffer, clients)
             store_path = config.store_path if self._store_client is not None else None
             agent = AggregatorAgent(
@@ -328,6 +344,8 @@ class AgentService:
         # Every publisher has ended: its statistics are final.
         self.summary = _summary([p.statistics() for p in self._publishers])
         logger.info("Stopped: %s.", self.summary.line())
+        if self._pool is not None:
+            logger.info("JSON conversion: %s.", self._pool.statistics().line())
 
     async def _start_publishers(
         self,
@@ -340,7 +358,12 @@ class AgentService:
         try:
             for client, publisher_config, encoder in clients:
                 publisher = RayEventPublisher(
-                    publisher_config, client, buffer, metrics=self._metrics, encoder=encoder
+                    publisher_config,
+                    client,
+                    buffer,
+                    metrics=self._metrics,
+                    converter=self._converter(publisher_config),
+                    encoder=encoder,
                 )
                 self._publishers.append(publisher)
                 await nursery.start(publisher.run)
@@ -349,6 +372,13 @@ class AgentService:
             for client, _, _ in clients[started:]:
                 with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT):
                     await client.aclose()
+
+    def _converter(self, config: PublisherConfig) -> BatchConverter | None:
+        """The pool's converter for a compiled publisher (the protobuf reference converter, for
+        benchmarks, stays in-process); one conversion serves publishers with the same settings."""
+        if config.converter != "compiled" or self._pool is None:
+            return None
+        return self._pool.converter(preserving_proto_field_name=config.preserve_proto_field_name)
 
     async def _clients(self) -> list[tuple[PublishClient, PublisherConfig, BatchEncoder | None]]:
         config = self._config
