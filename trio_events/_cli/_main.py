@@ -123,6 +123,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p = sub.add_parser("query", help="ask questions of a store written by collect or agent")
     _sink_cli.add_query_arguments(p)
     p.set_defaults(runner=_sink_cli.run_query)
+    from trio_events._cli import _fuzz
+
+    p = sub.add_parser("fuzz-sink", help="throw Ray-shaped batches at an HTTP receiver (testing)")
+    _fuzz.add_fuzz_sink_arguments(p)
+    p.set_defaults(runner=_fuzz.run_fuzz_sink)
+    p = sub.add_parser("fuzz-agent", help="throw AddEvents requests at an aggregator (testing)")
+    _fuzz.add_fuzz_agent_arguments(p)
+    p.set_defaults(runner=_fuzz.run_fuzz_agent)
     return parser
 
 

@@ -29,6 +29,7 @@ from trio_events.store._ray_json import (
     children,
     decode_b64,
     entity_of,
+    field,
     error_info,
     id_hex,
     text,
@@ -90,6 +91,12 @@ class InvalidEventError(ValueError):
     """An element of a batch cannot be stored; the message is one sentence naming it."""
 
 
+def _int64_ns(value: str) -> int | None:
+    """timestamp_ns, or None beyond SQLite's int64 (protobuf allows years up to 9999)."""
+    ns = timestamp_ns(value)
+    return ns if ns is not None and -(2**63) <= ns < 2**63 else None
+
+
 def _rows(index: int, event: object, now_ns: int) -> tuple[_EventRow, list[_TransitionRow]]:
     if not isinstance(event, Mapping):
         raise InvalidEventError(f"Event {index} is not a JSON object.")
@@ -100,7 +107,10 @@ def _rows(index: int, event: object, now_ns: int) -> tuple[_EventRow, list[_Tran
     event_id = decode_b64(event_id_text)
     if not event_id:
         raise InvalidEventError(f"Event {index} has an eventId that is not non-empty base64.")
-    event_type = text(obj, "event_type")
+    # A type newer than our schema arrives as its number (protobuf's JSON for unknown enums).
+    number = field(obj, "event_type")
+    is_number = isinstance(number, int) and not isinstance(number, bool)
+    event_type = str(number) if is_number else text(obj, "event_type")
     if not event_type:
         raise InvalidEventError(f"Event {index} has no eventType (or event_type).")
     stamp = text(obj, "timestamp")
@@ -117,7 +127,7 @@ def _rows(index: int, event: object, now_ns: int) -> tuple[_EventRow, list[_Tran
             when = text(transition, "timestamp")
             state = text(transition, "state")
             transitions.append(
-                (event_id, seq, kind, entity_id, attempt, state, when, timestamp_ns(when))
+                (event_id, seq, kind, entity_id, attempt, state, when, _int64_ns(when))
             )
     try:
         json_text = orjson.dumps(event).decode()
@@ -125,7 +135,7 @@ def _rows(index: int, event: object, now_ns: int) -> tuple[_EventRow, list[_Tran
         raise InvalidEventError(f"Event {index} cannot be stored: {exc}.") from None
     event_row = (
         event_id, event_type, text(obj, "source_type"), text(obj, "severity"), stamp,
-        timestamp_ns(stamp), text(obj, "session_name"), id_hex(text(obj, "node_id")),
+        _int64_ns(stamp), text(obj, "session_name"), id_hex(text(obj, "node_id")),
         kind, entity_id, attempt, name, error_type, error_message, now_ns, json_text,
     )  # fmt: skip
     return event_row, transitions
