@@ -7,16 +7,6 @@ from typing import TYPE_CHECKING, Final, final
 
 import attrs
 
-from trio_events.agent import (
-    AgentConfig,
-    AgentService,
-    Destination,
-    HttpPublisherConfig,
-    PublisherConfig,
-    ServiceAddresses,
-    ServiceConfig,
-    ShutdownSummary,
-)
 from trio_events.producer import RecorderConfig, open_recorder
 
 if TYPE_CHECKING:
@@ -24,6 +14,7 @@ if TYPE_CHECKING:
 
     import trio
 
+    from trio_events.agent import AgentService, ServiceAddresses, ShutdownSummary
     from trio_events.producer import RayEventRecorder
 
 #: The node id the test recorder stamps on its events.
@@ -55,6 +46,16 @@ async def start_test_agent(
 ) -> TestAgent:
     """Start an agent on a free 127.0.0.1 port publishing every event type to ``url`` with
     short linger and backoff (retrying forever, as Ray does)."""
+    # Imported here: the pytest plugin imports this module, and most tests need no agent.
+    from trio_events.agent import (
+        AgentConfig,
+        AgentService,
+        Destination,
+        HttpPublisherConfig,
+        PublisherConfig,
+        ServiceConfig,
+    )
+
     destination = Destination(
         http=HttpPublisherConfig(url=url, timeout=5.0),
         publisher=PublisherConfig(

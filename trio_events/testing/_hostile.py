@@ -80,19 +80,31 @@ def _damaged_message(
     return Hostile(kind, data)
 
 
-def hostile_event_bytes(*, oversized_bytes: int = 2**20) -> st.SearchStrategy[Hostile]:
+def _kinds(kinds: tuple[str, ...] | None, known: tuple[str, ...]) -> st.SearchStrategy[str]:
+    chosen = known if kinds is None else tuple(kinds)
+    unknown = sorted(set(chosen) - set(known))
+    if unknown or not chosen:
+        raise ValueError(f"kinds must be some of {', '.join(known)}; got {list(chosen)}.")
+    return st.sampled_from(chosen)
+
+
+def hostile_event_bytes(
+    *, kinds: tuple[str, ...] | None = None, oversized_bytes: int = 2**20
+) -> st.SearchStrategy[Hostile]:
     """A serialized ``RayEvent`` with one kind of :data:`WIRE_DAMAGE`: a string field holding
     invalid UTF-8 (protobuf refuses to parse it), unknown fields (valid), cut short, a string of
-    at least ``oversized_bytes``, or random bytes."""
-    return st.sampled_from(WIRE_DAMAGE).flatmap(
+    at least ``oversized_bytes``, or random bytes. ``kinds`` limits the damage to those kinds."""
+    return _kinds(kinds, WIRE_DAMAGE).flatmap(
         lambda kind: _damaged_message(kind, oversized_bytes, request=False)
     )
 
 
-def hostile_add_events_requests(*, oversized_bytes: int = 2**20) -> st.SearchStrategy[Hostile]:
+def hostile_add_events_requests(
+    *, kinds: tuple[str, ...] | None = None, oversized_bytes: int = 2**20
+) -> st.SearchStrategy[Hostile]:
     """A serialized ``AddEventsRequest`` whose event has one kind of :data:`WIRE_DAMAGE` (or
     whose request bytes are cut short or replaced by garbage)."""
-    return st.sampled_from(WIRE_DAMAGE).flatmap(
+    return _kinds(kinds, WIRE_DAMAGE).flatmap(
         lambda kind: _damaged_message(kind, oversized_bytes, request=True)
     )
 
@@ -122,14 +134,16 @@ def _damaged_json(draw: st.DrawFn, kind: str, oversized_bytes: int) -> Hostile:
         value = draw(st.sampled_from([events[0], None, 0, "events", {"events": events}]))
         return Hostile(kind, orjson.dumps(value))
     elif kind == "deep_nesting":
-        return Hostile(kind, _nest(draw(st.integers(1000, 100_000))))
+        return Hostile(kind, _nest(draw(st.integers(2000, 100_000))))
     return Hostile(kind, orjson.dumps(events))
 
 
-def hostile_json_bodies(*, oversized_bytes: int = 2**20) -> st.SearchStrategy[Hostile]:
+def hostile_json_bodies(
+    *, kinds: tuple[str, ...] | None = None, oversized_bytes: int = 2**20
+) -> st.SearchStrategy[Hostile]:
     """A POST body that Ray's publisher would never send, with one kind of :data:`JSON_DAMAGE`;
     ``unknown_fields`` stays valid JSON of valid events plus keys a newer Ray might add."""
-    return st.sampled_from(JSON_DAMAGE).flatmap(
+    return _kinds(kinds, JSON_DAMAGE).flatmap(
         lambda kind: _damaged_json(kind, oversized_bytes)
     )
 

@@ -103,7 +103,12 @@ def _scalar_lists(
     return st.lists(scalar_values(field, newer_ray=newer_ray), max_size=4, unique=unique)
 
 
-_COIN: Final = st.booleans()
+@functools.cache
+def _coin(depth: int) -> st.SearchStrategy[bool]:
+    """Whether to set an optional field: even odds at the top, rarer deeper down (a nested
+    message with every field set is slow to generate and rarely what a failure needs)."""
+    odds = min(depth, 4)
+    return st.integers(0, odds).map(lambda n: n == odds)
 
 
 def _fill(
@@ -126,7 +131,7 @@ def _fill(
     for field in descriptor.fields:
         if field.name in in_real_oneof:
             continue
-        if field.name in force or draw(_COIN):
+        if field.name in force or draw(_coin(depth)):
             _set(draw, message, field, depth, newer_ray=newer_ray)
 
 
@@ -189,14 +194,12 @@ def _event_type_number(event_type: int | str | None) -> int | None:
         ) from None
 
 
-@st.composite
 def ray_events(
-    draw: st.DrawFn,
     event_type: int | str | None = None,
     *,
     newer_ray: bool = True,
     several_payloads: bool = False,
-) -> pb.RayEvent:
+) -> st.SearchStrategy[pb.RayEvent]:
     """A ``RayEvent`` as Ray 2.60 serializes it: a 28-byte ``event_id`` and ``node_id``, the
     source type of the process that emits ``event_type``, a timestamp, and the payload of
     ``event_type`` (any of the 17 when None) with its entity ids always set.
@@ -206,7 +209,20 @@ def ray_events(
     None) an event type above 17 whose payload is an unknown field. ``several_payloads`` sets up
     to two more payloads, which the schema allows (``RayEvent`` has no oneof) and Ray never does.
     """
-    number = _event_type_number(event_type)
+    return _ray_events(_event_type_number(event_type), newer_ray, several_payloads)
+
+
+@functools.cache
+def _ray_events(
+    number: int | None, newer_ray: bool, several_payloads: bool
+) -> st.SearchStrategy[pb.RayEvent]:
+    return _draw_ray_event(number, newer_ray, several_payloads)
+
+
+@st.composite
+def _draw_ray_event(
+    draw: st.DrawFn, number: int | None, newer_ray: bool, several_payloads: bool
+) -> pb.RayEvent:
     newer_type = number is None and newer_ray and draw(_counts(19)) == 19
     if number is None:
         number = draw(_choices(tuple(sorted(EVENT_PAYLOAD_FIELDS))))
@@ -219,11 +235,6 @@ def ray_events(
     event.message = draw(texts())
     event.session_name = draw(_SESSION_NAMES)
     event.node_id = draw(ray_ids("node"))
-    if newer_type:
-        event.event_type = draw(st.integers(_NEWEST_KNOWN_TYPE + 1, 1000))  # type: ignore[assignment]
-        payload_number = draw(st.integers(_NEWEST_KNOWN_FIELD + 1, 200))
-        event.MergeFromString(wire_field(payload_number, 2, draw(st.binary(max_size=40))))
-        return event
     event.event_type = number  # type: ignore[assignment]
     names = [EVENT_PAYLOAD_FIELDS[number]]
     if several_payloads:
@@ -232,6 +243,15 @@ def ray_events(
         payload = getattr(event, name)
         payload.SetInParent()
         _fill(draw, payload, 1, newer_ray=newer_ray, force=ENTITY_FIELDS)
+    if newer_type:
+        # Drawn after a full payload, so this path is never "simpler" to hypothesis's shrinker
+        # (which prefers fewer choices) than an ordinary event.
+        for name in names:
+            event.ClearField(name)  # type: ignore[arg-type]
+        event.event_type = draw(st.integers(_NEWEST_KNOWN_TYPE + 1, 1000))  # type: ignore[assignment]
+        payload_number = draw(st.integers(_NEWEST_KNOWN_FIELD + 1, 200))
+        event.MergeFromString(wire_field(payload_number, 2, draw(st.binary(max_size=40))))
+        return event
     if newer_ray and draw(st.booleans()):
         getattr(event, names[0]).MergeFromString(draw(unknown_fields()))
     if newer_ray and draw(st.booleans()):

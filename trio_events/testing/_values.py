@@ -71,12 +71,13 @@ def ray_ids(kind: str) -> st.SearchStrategy[bytes]:
 
 
 @functools.cache
-def texts(max_size: int = 40) -> st.SearchStrategy[str]:
+def texts(max_size: int = 16) -> st.SearchStrategy[str]:
     """Any Unicode a protobuf string can carry: control characters, astral planes, combining
     marks, NUL; never a lone surrogate (protobuf refuses to serialize one)."""
     return st.text(st.characters(codec="utf-8"), max_size=max_size)
 
 
+@functools.cache
 def nanos() -> st.SearchStrategy[int]:
     """Fractions of a second at each precision RFC 3339 output distinguishes: 0, 3, 6, 9 digits."""
     return st.one_of(
@@ -87,6 +88,7 @@ def nanos() -> st.SearchStrategy[int]:
     )
 
 
+@functools.cache
 def timestamp_parts() -> st.SearchStrategy[tuple[int, int]]:
     """``(seconds, nanos)``: the epoch, realistic times, and the far past and future that
     protobuf's Timestamp allows (years 1 and 9999)."""
@@ -98,6 +100,7 @@ def timestamp_parts() -> st.SearchStrategy[tuple[int, int]]:
     return st.tuples(seconds, nanos())
 
 
+@functools.cache
 def timestamps() -> st.SearchStrategy[timestamp_pb2.Timestamp]:
     """google.protobuf.Timestamp messages (protobuf's default pool) drawn from
     :func:`timestamp_parts`."""
@@ -177,6 +180,7 @@ def wire_field(number: int, wire_type: int, data: bytes) -> bytes:
     return tag + data[:4].ljust(4, b"\0")
 
 
+@functools.cache
 def unknown_fields() -> st.SearchStrategy[bytes]:
     """Wire bytes of fields no 2.60 message defines (numbers 1000-2000, every wire type), as a
     newer Ray would send them; appending them to a serialized message keeps it valid."""
