@@ -33,11 +33,11 @@ def ingest(events: list[dict[str, object]]) -> None:
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - the name http.server looks for
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         try:
             ingest(json.loads(body))
-        except Exception as exc:  # noqa: BLE001 - what a typical handler does
+        except Exception as exc:
             self.send_response(500)
             self.end_headers()
             self.wfile.write(f"internal error: {exc}\n".encode())
@@ -45,7 +45,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass  # quiet
 
 

@@ -26,7 +26,7 @@ async def fuzz(*argv: str) -> int:
 async def test_fuzz_sink_passes_against_the_collector(
     nursery: trio.Nursery, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    collector = Collector(CollectorConfig(db_path=tmp_path / "events.db", port=0))
+    collector = Collector(CollectorConfig(db_path=str(tmp_path / "events.db"), port=0))
     port = await nursery.start(collector.run)
     save = tmp_path / "failures.json"
     url = f"http://127.0.0.1:{port}/v1/events"
@@ -90,7 +90,9 @@ async def test_fuzz_sink_finds_the_planted_bug_with_a_minimal_example(
 
 
 async def test_fuzz_agent_passes_against_our_agent(
-    nursery: trio.Nursery, trio_events_receiver: CapturingReceiver, tmp_path: Path,
+    nursery: trio.Nursery,
+    trio_events_receiver: CapturingReceiver,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     agent = await start_test_agent(nursery, trio_events_receiver.url)

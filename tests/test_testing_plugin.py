@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 import trio
+import trio.lowlevel
 
 from trio_events.producer import RayEventRecorder, RayTaskLifecycleEvent
 from trio_events.testing import CapturingReceiver, Reply, TestAgent
@@ -15,7 +16,7 @@ TASK_ID = bytes(range(24))
 async def run_my_app(recorder: RayEventRecorder) -> None:
     """A stand-in for an instrumented trio service: one task attempt that runs and finishes."""
     recorder.add(RayTaskLifecycleEvent(task_id=TASK_ID, task_attempt=0, state="RUNNING"))
-    await trio.sleep(0)
+    await trio.lowlevel.checkpoint()
     recorder.add(RayTaskLifecycleEvent(task_id=TASK_ID, task_attempt=0, state="FINISHED"))
 
 
@@ -44,7 +45,9 @@ async def test_failures_are_retried_until_the_receiver_accepts(
 
 
 async def test_the_agent_fixture_counts_what_it_delivered(
-    trio_events_agent: TestAgent, trio_events_recorder: RayEventRecorder, trio_events_receiver: CapturingReceiver
+    trio_events_agent: TestAgent,
+    trio_events_recorder: RayEventRecorder,
+    trio_events_receiver: CapturingReceiver,
 ) -> None:
     await run_my_app(trio_events_recorder)
     await trio_events_receiver.wait_for_events(1)
@@ -57,14 +60,22 @@ async def test_the_agent_fixture_counts_what_it_delivered(
 
 async def test_a_handler_scripts_each_answer_with_delay(nursery: trio.Nursery) -> None:
     def handler(request):
-        return Reply(429, headers=(("Retry-After", "1"),), body=b"slow down", delay=0.05) if request.number == 0 else Reply(204)
+        return (
+            Reply(429, headers=(("Retry-After", "1"),), body=b"slow down", delay=0.05)
+            if request.number == 0
+            else Reply(204)
+        )
 
     receiver = CapturingReceiver(handler)
     await nursery.start(receiver.run)
     async with httpx.AsyncClient(trust_env=False) as client:
         first = await client.post(receiver.url, content=b'[{"a": 1}]')
         second = await client.post(receiver.url, content=b"not json")
-    assert (first.status_code, first.headers["retry-after"], first.content) == (429, "1", b"slow down")
+    assert (first.status_code, first.headers["retry-after"], first.content) == (
+        429,
+        "1",
+        b"slow down",
+    )
     assert second.status_code == 204
     assert receiver.events == []  # the 429's events were not accepted; "not json" has none
     assert receiver.requests[0].events == [{"a": 1}]
@@ -73,7 +84,7 @@ async def test_a_handler_scripts_each_answer_with_delay(nursery: trio.Nursery) -
 
 async def test_async_handlers_and_resets(nursery: trio.Nursery) -> None:
     async def handler(request):
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         return Reply(reset=True)
 
     receiver = CapturingReceiver(handler)
@@ -84,6 +95,7 @@ async def test_async_handlers_and_resets(nursery: trio.Nursery) -> None:
 
 
 def test_port_before_running_is_an_error() -> None:
-    with pytest.raises(RuntimeError, match=r"^The receiver is not running; start it with nursery.start\(run\)\.$"):
-        CapturingReceiver().port
-
+    with pytest.raises(
+        RuntimeError, match=r"^The receiver is not running; start it with nursery.start\(run\)\.$"
+    ):
+        _ = CapturingReceiver().port

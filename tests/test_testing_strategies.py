@@ -19,8 +19,14 @@ from trio_events.testing import strategies as s
 
 SEARCH = settings(database=None, max_examples=1000)
 FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-ENTITY_SIZES = {"task_id": 24, "job_id": 4, "actor_id": 16, "node_id": 28, "worker_id": 28,
-                "placement_group_id": 18}
+ENTITY_SIZES = {
+    "task_id": 24,
+    "job_id": 4,
+    "actor_id": 16,
+    "node_id": 28,
+    "worker_id": 28,
+    "placement_group_id": 18,
+}
 
 
 def fraction_digits(stamp: str) -> int:
@@ -54,14 +60,17 @@ def test_posts_are_the_converters_json_of_their_events(post: s.PublisherPost) ->
     assert 1 <= len(body) <= 3
     expected = [
         json_format.MessageToDict(
-            e, always_print_fields_with_no_presence=True,
+            e,
+            always_print_fields_with_no_presence=True,
             preserving_proto_field_name=post.proto_names,
         )
         for e in post.events
     ]
-    assert orjson.dumps(body, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
-        expected, option=orjson.OPT_SORT_KEYS
-    ) or body == expected  # NaN compares unequal; the byte form does not
+    assert (
+        orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        == orjson.dumps(expected, option=orjson.OPT_SORT_KEYS)
+        or body == expected
+    )  # NaN compares unequal; the byte form does not
     assert ("eventId" in body[0]) != post.proto_names
     assert post.headers == (("Content-Type", "application/json"),)
 
@@ -92,9 +101,7 @@ def test_timestamps_reach_every_precision(digits: int) -> None:
 )
 def test_timestamps_reach_protobufs_limits(predicate, year: str) -> None:
     converter = JsonConverter()
-    found = find(
-        s.timestamps(), lambda t: predicate(t.ToDatetime().year), settings=SEARCH
-    )
+    found = find(s.timestamps(), lambda t: predicate(t.ToDatetime().year), settings=SEARCH)
     assert json_format.MessageToJson(found).strip('"').startswith(year)
     assert converter  # the converter handles them too (checked in test_json)
 
@@ -104,7 +111,8 @@ def test_newer_ray_values_occur() -> None:
     assert unknown_type.event_type == 18  # shrunk to the first number after 2.60's
     unknown_enum = find(
         s.ray_events(pb.EVENT_TYPES_BY_NAME["TASK_DEFINITION_EVENT"]),
-        lambda e: e.severity > 6, settings=SEARCH,
+        lambda e: e.severity > 6,
+        settings=SEARCH,
     )
     assert json_format.MessageToDict(unknown_enum)["severity"] == 7
 
@@ -124,21 +132,28 @@ def test_failing_examples_shrink_to_minimal_ones() -> None:
 @pytest.mark.parametrize("kind", s.HISTORY_KINDS)
 @FEW
 @given(data=st.data())
-def test_entity_histories_are_one_entity_in_a_possible_order(kind: str, data: st.DataObject) -> None:
+def test_entity_histories_are_one_entity_in_a_possible_order(
+    kind: str, data: st.DataObject
+) -> None:
     history = data.draw(s.entity_histories(kind))
     assert history.kind == kind
     assert len({e.event_id for e in history.events}) == len(history.events)
     transitions = []
     for event in history.events:
         payload = getattr(event, s.EVENT_PAYLOAD_FIELDS[event.event_type])
-        ids = [v for f, v in payload.ListFields() if f.name in ENTITY_SIZES and v == history.entity_id]
+        ids = [
+            v for f, v in payload.ListFields() if f.name in ENTITY_SIZES and v == history.entity_id
+        ]
         assert ids, (kind, event)
         for t in getattr(payload, "state_transitions", []):
             attempt = getattr(payload, "task_attempt", 0)
             transitions.append((attempt, t.timestamp.ToNanoseconds(), t.state, t.DESCRIPTOR))
     # Reconstruction: the latest transition of the latest attempt is the final state.
     attempt, _, state, descriptor = max(transitions, key=lambda t: (t[0], t[1]))
-    assert descriptor.fields_by_name["state"].enum_type.values_by_number[state].name == history.final_state
+    assert (
+        descriptor.fields_by_name["state"].enum_type.values_by_number[state].name
+        == history.final_state
+    )
     assert attempt == history.attempts - 1
 
 
@@ -159,12 +174,21 @@ def test_histories_reach_rays_awkward_orders() -> None:
     # The executor's RUNNING arrived before the owner's SUBMITTED_TO_WORKER: a receiver must
     # not assume the owner's events come first.
     submitted = [
-        i for i, e in enumerate(executor_first.events)
-        if any(t.state == common_pb2.SUBMITTED_TO_WORKER for t in e.task_lifecycle_event.state_transitions)
+        i
+        for i, e in enumerate(executor_first.events)
+        if any(
+            t.state == common_pb2.SUBMITTED_TO_WORKER
+            for t in e.task_lifecycle_event.state_transitions
+        )
     ]
-    assert submitted and submitted[0] > 0
+    assert submitted
+    assert submitted[0] > 0
     retried = find(s.entity_histories("task"), lambda h: h.attempts == 3, settings=SEARCH)
-    assert {e.task_lifecycle_event.task_attempt for e in retried.events if e.event_type == 2} == {0, 1, 2}
+    assert {e.task_lifecycle_event.task_attempt for e in retried.events if e.event_type == 2} == {
+        0,
+        1,
+        2,
+    }
 
 
 @pytest.mark.parametrize("kind", s.WIRE_DAMAGE)
@@ -215,13 +239,22 @@ def test_hostile_json_bodies_do_what_they_say(kind: str, data: st.DataObject) ->
 
 
 def test_strategies_reject_unknown_names() -> None:
-    with pytest.raises(ValueError, match=r"^event_type must be a RayEvent.EventType name such as 'TASK_LIFECYCLE_EVENT', got 'TASK'\.$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^event_type must be a RayEvent.EventType name such as 'TASK_LIFECYCLE_EVENT', got 'TASK'\.$",
+    ):
         s.ray_events("TASK")
-    with pytest.raises(ValueError, match=r"^event_type must be one of Ray 2.60's 17 event types \(1-17\), got 0\.$"):
+    with pytest.raises(
+        ValueError, match=r"^event_type must be one of Ray 2.60's 17 event types \(1-17\), got 0\.$"
+    ):
         s.ray_events(0)
-    with pytest.raises(ValueError, match=r"^kind must be one of task, actor, job, node \(or None\), got 'pg'\.$"):
+    with pytest.raises(
+        ValueError, match=r"^kind must be one of task, actor, job, node \(or None\), got 'pg'\.$"
+    ):
         s.entity_histories("pg")
-    with pytest.raises(ValueError, match=r"^kinds must be some of invalid_utf8, .*; got \['bad'\]\.$"):
+    with pytest.raises(
+        ValueError, match=r"^kinds must be some of invalid_utf8, .*; got \['bad'\]\.$"
+    ):
         s.hostile_event_bytes(kinds=("bad",))
 
 

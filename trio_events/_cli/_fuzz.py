@@ -51,16 +51,12 @@ def _positive_float(text: str) -> float:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--examples", type=_positive_int, default=100, help="inputs to try (100)")
-    p.add_argument(
-        "--max-time", type=_positive_float, default=60.0, help="seconds to search (60)"
-    )
+    p.add_argument("--max-time", type=_positive_float, default=60.0, help="seconds to search (60)")
     p.add_argument("--seed", type=int, default=None, help="repeat the run of this seed")
     p.add_argument(
         "--max-events", type=_positive_int, default=5, help="events per batch at most (5)"
     )
-    p.add_argument(
-        "--timeout", type=_positive_float, default=5.0, help="seconds per request (5)"
-    )
+    p.add_argument("--timeout", type=_positive_float, default=5.0, help="seconds per request (5)")
     p.add_argument(
         "--save",
         default=DEFAULT_SAVE,

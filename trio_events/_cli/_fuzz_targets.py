@@ -79,7 +79,9 @@ class HttpTarget:
         try:
             response = self._client.post(self.url, content=body, headers=list(headers))
         except httpx.TimeoutException as exc:
-            raise Finding("timeout", f"no answer within the timeout ({type(exc).__name__})") from None
+            raise Finding(
+                "timeout", f"no answer within the timeout ({type(exc).__name__})"
+            ) from None
         except httpx.ConnectError as exc:
             raise Finding("connection_refused", f"could not connect ({exc})") from None
         except httpx.RemoteProtocolError as exc:

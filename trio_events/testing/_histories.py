@@ -10,7 +10,6 @@ the owner's stream first.
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
@@ -80,7 +79,8 @@ def _chunks(draw: st.DrawFn, items: list[Any]) -> list[list[Any]]:
     """``items`` split into consecutive non-empty groups (the transitions of one export)."""
     groups: list[list[Any]] = []
     for item in items:
-        if groups and draw(st.booleans()):
+        join: bool = draw(st.booleans())
+        if groups and join:
             groups[-1].append(item)
         else:
             groups.append([item])
@@ -120,7 +120,7 @@ def _task_lifecycle(
     payload = event.task_lifecycle_event
     payload.task_id, payload.task_attempt, payload.job_id = ids
     for state in states:
-        transition = payload.state_transitions.add(state=state)  # type: ignore[arg-type]
+        transition = payload.state_transitions.add(state=state)
         transition.timestamp.FromNanoseconds(stamp.tick())
     for name, value in fields.items():
         if name == "ray_error_info":
@@ -188,7 +188,10 @@ def _task_history(draw: st.DrawFn) -> EntityHistory:
 def _actor_history(draw: st.DrawFn) -> EntityHistory:
     stamp = _stamper(draw)
     actor_id, job_id = draw(ray_ids("actor")), draw(ray_ids("job"))
-    states = [pb.ActorLifecycleEvent.DEPENDENCIES_UNREADY, pb.ActorLifecycleEvent.PENDING_CREATION]
+    states: list[Any] = [
+        pb.ActorLifecycleEvent.DEPENDENCIES_UNREADY,
+        pb.ActorLifecycleEvent.PENDING_CREATION,
+    ]
     states.append(pb.ActorLifecycleEvent.ALIVE)
     for _ in range(draw(st.integers(0, 2))):
         states += [pb.ActorLifecycleEvent.RESTARTING, pb.ActorLifecycleEvent.ALIVE]
@@ -240,7 +243,7 @@ def _job_history(draw: st.DrawFn) -> EntityHistory:
 def _node_history(draw: st.DrawFn) -> EntityHistory:
     stamp = _stamper(draw)
     node_id = draw(ray_ids("node"))
-    transitions: list[tuple[int, int]] = [(pb.NodeLifecycleEvent.ALIVE, 0)]
+    transitions: list[tuple[Any, Any]] = [(pb.NodeLifecycleEvent.ALIVE, 0)]
     if draw(st.booleans()):
         transitions.append((pb.NodeLifecycleEvent.ALIVE, pb.NodeLifecycleEvent.DRAINING))
     if draw(st.booleans()):
@@ -304,7 +307,6 @@ def _entity_kwargs(cls: type[RayEventBase], entity: int) -> dict[str, Any]:
     return {}
 
 
-@functools.cache
 def _transition_states(cls: type[RayEventBase]) -> list[str]:
     transition: Any = cls.PAYLOAD_TYPE.DESCRIPTOR.fields_by_name["state_transitions"].message_type
     return [v.name for v in transition.fields_by_name["state"].enum_type.values]

@@ -53,9 +53,7 @@ def _invalid_utf8(draw: st.DrawFn, size: int) -> bytes:
 
 
 @st.composite
-def _damaged_message(
-    draw: st.DrawFn, kind: str, oversized_bytes: int, *, request: bool
-) -> Hostile:
+def _damaged_message(draw: st.DrawFn, kind: str, oversized_bytes: int, *, request: bool) -> Hostile:
     event = draw(ray_events())
     if kind == "invalid_utf8":
         event.message = _MARK
@@ -143,7 +141,4 @@ def hostile_json_bodies(
 ) -> st.SearchStrategy[Hostile]:
     """A POST body that Ray's publisher would never send, with one kind of :data:`JSON_DAMAGE`;
     ``unknown_fields`` stays valid JSON of valid events plus keys a newer Ray might add."""
-    return _kinds(kinds, JSON_DAMAGE).flatmap(
-        lambda kind: _damaged_json(kind, oversized_bytes)
-    )
-
+    return _kinds(kinds, JSON_DAMAGE).flatmap(lambda kind: _damaged_json(kind, oversized_bytes))

@@ -12,7 +12,6 @@ import functools
 from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
-from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import strategies as st
 
 from trio_events import pb
@@ -28,6 +27,7 @@ from trio_events.testing._values import (
 )
 
 if TYPE_CHECKING:
+    from google.protobuf.descriptor import FieldDescriptor
     from google.protobuf.message import Message
 
 #: ``RayEvent`` field holding each event type's payload (``task_profile_events`` is plural).
@@ -136,7 +136,12 @@ def _fill(
 
 
 def _set(
-    draw: st.DrawFn, message: Message, field: FieldDescriptor, depth: int, *, newer_ray: bool
+    draw: st.DrawFn,
+    message: Message,
+    field: Any,  # a FieldDescriptor (upb's or the Python one: typeshed lists both)
+    depth: int,
+    *,
+    newer_ray: bool,
 ) -> None:
     name = field.name
     sub = field.message_type
@@ -228,7 +233,7 @@ def _draw_ray_event(
         number = draw(_choices(tuple(sorted(EVENT_PAYLOAD_FIELDS))))
     event = pb.RayEvent()
     event.event_id = draw(ray_ids("event"))
-    event.source_type = draw(_choices(_source_types(number)))  # type: ignore[assignment]
+    event.source_type = draw(_choices(_source_types(number)))
     seconds, nanos = draw(timestamp_parts())
     event.timestamp.seconds, event.timestamp.nanos = seconds, nanos
     event.severity = draw(_severities(newer_ray))  # type: ignore[assignment]

@@ -158,7 +158,9 @@ class CapturingReceiver:
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
             return  # the client went away or spoke nonsense: nothing to capture
 
-    async def _read(self, stream: trio.SocketStream, conn: h11.Connection) -> CapturedRequest | None:
+    async def _read(
+        self, stream: trio.SocketStream, conn: h11.Connection
+    ) -> CapturedRequest | None:
         head: h11.Request | None = None
         body = bytearray()
         with trio.fail_after(_IO_TIMEOUT):
@@ -202,4 +204,3 @@ def _reset(stream: trio.SocketStream) -> None:
     """Close with a TCP RST: SO_LINGER with a zero timeout, then close."""
     stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     stream.socket.close()
-
