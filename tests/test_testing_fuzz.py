@@ -171,3 +171,20 @@ def test_bad_addresses_are_one_sentence(
 ) -> None:
     assert main(argv) == 2
     assert capsys.readouterr().err == f"trio-events: error: {message}\n"
+
+
+async def test_max_time_bounds_the_search_and_the_shrink(
+    nursery: trio.Nursery, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    receiver = CapturingReceiver(lambda request: Reply(delay=10.0))  # never answers in time
+    await nursery.start(receiver.run)
+    save = tmp_path / "failures.json"
+    argv = ["--examples", "1000", "--max-time", "1", "--timeout", "0.2", "--save", str(save)]
+    start = trio.current_time()
+    code = await fuzz("fuzz-sink", receiver.url, *argv)
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "FAIL timeout: no answer within the timeout (ReadTimeout)" in out
+    # Search and shrink stop at twice --max-time (plus the request in flight).
+    assert trio.current_time() - start < 10  # not 1000 inputs x 0.2 s
+    assert json.loads(save.read_text())["failures"][0]["kind"] == "timeout"

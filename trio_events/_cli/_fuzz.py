@@ -4,8 +4,9 @@ Property-based fuzzing of a user's receiver: hypothesis generates batches exactl
 publisher POSTs them (or AddEvents requests exactly as Ray's core workers and GCS send them),
 sends each to the one address given, and reports every kind of bad answer (see
 ``_fuzz_targets``) with the minimal input hypothesis shrank it to, saved to a file that
-``--replay`` sends again. Bounded by ``--examples`` and ``--max-time`` (shrinking a found failure
-may take a little longer, each request bounded by ``--timeout``); ``--seed`` repeats a run.
+``--replay`` sends again. Bounded by ``--examples`` and ``--max-time``: shrinking a failure found
+may go on up to twice ``--max-time``, then the smallest failing inputs so far are reported.
+Each request is bounded by ``--timeout``; ``--seed`` repeats a run.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ if TYPE_CHECKING:
     from hypothesis import strategies as st
 
 DEFAULT_SAVE: Final = "trio-events-fuzz-failures.json"
+
+
+class _OutOfTime(BaseException):  # not an Exception: hypothesis re-raises it unshrunk
+    """Raised to stop a shrink that runs past twice ``--max-time``."""
+
+
 # One exception type per kind, so that hypothesis shrinks each kind as a distinct bug.
 _KIND_ERRORS: Final = {kind: type(f"Finding_{kind}", (Finding,), {}) for kind in KINDS}
 
@@ -175,6 +182,7 @@ def _search(
     found: dict[str, tuple[Any, Finding]] = {}
     tried = 0
     deadline = time.monotonic() + args.max_time
+    hard_deadline = deadline + args.max_time
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
 
     @hypothesis.seed(seed)
@@ -190,8 +198,11 @@ def _search(
     @hypothesis.given(st.data())
     def probe(data: st.DataObject) -> None:
         nonlocal tried
-        if not found and time.monotonic() > deadline:
+        now = time.monotonic()
+        if not found and now > deadline:
             return  # out of time: draws nothing, so hypothesis soon runs out of new inputs
+        if found and now > hard_deadline:
+            raise _OutOfTime  # keep the smallest failing inputs found so far
         example = data.draw(strategy)
         tried += 1
         try:
@@ -203,7 +214,7 @@ def _search(
 
     try:
         probe()
-    except (Finding, hypothesis.errors.Flaky):
+    except (Finding, hypothesis.errors.Flaky, _OutOfTime):
         pass
     except BaseExceptionGroup as group:  # several kinds: one exception each
         _, rest = group.split((Finding, hypothesis.errors.Flaky))
