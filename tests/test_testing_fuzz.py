@@ -188,3 +188,32 @@ async def test_max_time_bounds_the_search_and_the_shrink(
     # Search and shrink stop at twice --max-time (plus the request in flight).
     assert trio.current_time() - start < 10  # not 1000 inputs x 0.2 s
     assert json.loads(save.read_text())["failures"][0]["kind"] == "timeout"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        # After 2262 the nanoseconds overflow int64 (SQLite's INTEGER): was a 500.
+        {"eventType": "TASK_DEFINITION_EVENT", "timestamp": "9999-12-31T23:59:59.999999999Z"},
+        # A type newer than 2.60 arrives as a number: the whole batch was refused with 400.
+        {"eventType": 18, "timestamp": "2025-06-30T16:50:30Z"},
+    ],
+    ids=["year-9999", "newer-event-type"],
+)
+async def test_what_fuzz_sink_found_in_the_collector_is_answered_200(
+    nursery: trio.Nursery, tmp_path: Path, event: dict[str, object]
+) -> None:
+    collector = Collector(CollectorConfig(db_path=str(tmp_path / "events.db"), port=0))
+    port = await nursery.start(collector.run)
+    valid = {
+        "eventId": "AQ==",
+        "eventType": "NODE_DEFINITION_EVENT",
+        "timestamp": "2025-06-30T16:50:30Z",
+    }
+    body = json.dumps([valid, {"eventId": "Ag==", **event}]).encode()
+    target = HttpTarget(f"http://127.0.0.1:{port}/v1/events", timeout=10)
+    try:
+        await trio.to_thread.run_sync(target.send, body, (("Content-Type", "application/json"),))
+    finally:
+        target.close()  # target.send raised Finding for anything but 2xx or backpressure
+    assert collector.statistics().accepted_requests == 1
