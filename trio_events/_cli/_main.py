@@ -84,6 +84,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p = sub.add_parser("event-types", help="list the event types this build knows")
     p.set_defaults(runner=_cmd_event_types)
 
+    from trio_events._cli import _fuzz
+
+    p = sub.add_parser("fuzz-sink", help="throw Ray-shaped batches at an HTTP receiver (testing)")
+    _fuzz.add_fuzz_sink_arguments(p)
+    p.set_defaults(runner=_fuzz.run_fuzz_sink)
+    p = sub.add_parser("fuzz-agent", help="throw AddEvents requests at an aggregator (testing)")
+    _fuzz.add_fuzz_agent_arguments(p)
+    p.set_defaults(runner=_fuzz.run_fuzz_agent)
+
     from trio_events._cli import _agent as _agent_cli
     from trio_events._cli import _demo, _loadgen, _settings
     from trio_events._cli import _sink as _sink_cli
@@ -123,14 +132,6 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p = sub.add_parser("query", help="ask questions of a store written by collect or agent")
     _sink_cli.add_query_arguments(p)
     p.set_defaults(runner=_sink_cli.run_query)
-    from trio_events._cli import _fuzz
-
-    p = sub.add_parser("fuzz-sink", help="throw Ray-shaped batches at an HTTP receiver (testing)")
-    _fuzz.add_fuzz_sink_arguments(p)
-    p.set_defaults(runner=_fuzz.run_fuzz_sink)
-    p = sub.add_parser("fuzz-agent", help="throw AddEvents requests at an aggregator (testing)")
-    _fuzz.add_fuzz_agent_arguments(p)
-    p.set_defaults(runner=_fuzz.run_fuzz_agent)
     return parser
 
 

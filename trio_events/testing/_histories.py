@@ -22,9 +22,6 @@ from trio_events.producer._events import (
     RayTaskLifecycleEvent,
     RayTaskProfileEvent,
     RayWorkerLifecycleEvent,
-    _LifecycleEvent,
-    _SingleIdEvent,
-    _TaskAttemptEvent,
 )
 from trio_events.testing._values import REALISTIC_SECONDS, ray_ids, texts
 
@@ -296,12 +293,17 @@ _TASK_ID: Final = bytes(range(24))
 _T0: Final = 1_750_000_000_123_456_789
 
 
+def _payload_fields(cls: type[RayEventBase]) -> Any:
+    return cls.PAYLOAD_TYPE.DESCRIPTOR.fields_by_name
+
+
 def _entity_kwargs(cls: type[RayEventBase], entity: int) -> dict[str, Any]:
-    if issubclass(cls, _TaskAttemptEvent):
+    # By the payload's fields, not the producer's private base classes.
+    if "task_id" in _payload_fields(cls):
         attempt_field = "attempt_number" if cls is RayTaskProfileEvent else "task_attempt"
         return {"task_id": _TASK_ID[:-1] + bytes([entity]), attempt_field: entity % 3}
-    if issubclass(cls, _SingleIdEvent):
-        field = cls.ENTITY_FIELD
+    field = getattr(cls, "ENTITY_FIELD", None)
+    if field is not None:
         value = f"sub-{entity}" if field == "submission_id" else bytes([entity]) * 16
         return {field: value}
     return {}
@@ -321,7 +323,7 @@ def entity_events(draw: st.DrawFn, cls: type[RayEventBase]) -> list[RayEventBase
     out: list[RayEventBase] = []
     for i in range(n):
         kw: dict[str, Any] = _entity_kwargs(cls, entity)
-        if issubclass(cls, _LifecycleEvent):
+        if "state_transitions" in _payload_fields(cls):
             states = draw(st.lists(st.sampled_from(_transition_states(cls)), max_size=3))
             kw["transitions"] = [{"state": s, "timestamp": _T0 + i} for s in states]
         if cls is RayTaskLifecycleEvent:
