@@ -17,8 +17,10 @@ from trio_events._proto.src.ray.protobuf import common_pb2
 from trio_events.agent import JsonConverter
 from trio_events.testing import strategies as s
 
-SEARCH = settings(database=None, max_examples=1000)
-FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SEARCH = settings(
+    database=None, max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck)
+)
+FEW = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ENTITY_SIZES = {
     "task_id": 24,
     "job_id": 4,
