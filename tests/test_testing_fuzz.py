@@ -73,6 +73,8 @@ async def test_fuzz_sink_finds_the_planted_bug_with_a_minimal_example(
     assert code == 1, out
     assert "FAIL 5xx: HTTP 500" in out
     assert "does not match format '%Y-%m-%dT%H:%M:%S.%fZ'" in out
+    assert "minimal input: 1 event(s) (1 TASK_DEFINITION_EVENT), camelCase" in out
+    assert out.count("; whole-second timestamps") == 1  # the input's class, in the report
     record = json.loads(save.read_text())
     (failure,) = record["failures"]
     assert failure["kind"] == "5xx"

@@ -268,3 +268,27 @@ def test_the_plugin_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_body_traits_name_what_receivers_trip_over() -> None:
+    body = [
+        {
+            "eventType": 18,
+            "severity": 7,
+            "timestamp": "1970-01-01T00:00:00Z",
+            "message": "a\x00b\U0001f600",
+            "labels": {f"k{i}": "v" for i in range(100)},
+            "stateTransitions": [{"timestamp": "9999-12-31T23:59:59.123456789Z"}],
+        }
+    ]
+    assert s.body_traits(body) == [
+        "whole-second timestamps",
+        "nanosecond timestamps",
+        "timestamps before 1970 or after 2262",
+        "an event type newer than 2.60",
+        "enum numbers",
+        "control characters in strings",
+        "characters beyond the BMP",
+        "a map of 100+ entries",
+    ]
+    assert s.body_traits([{"timestamp": "2025-06-30T16:50:30.123Z", "severity": "INFO"}]) == []

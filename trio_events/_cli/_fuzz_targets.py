@@ -175,7 +175,10 @@ def describe_request(request: pb.AddEventsRequest) -> str:
         counts[name] = counts.get(name, 0) + 1
     kinds = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
     dropped = len(request.events_data.task_events_metadata.dropped_task_attempts)
+    from trio_events.testing.strategies import make_post
+
+    traits = "".join(f"; {t}" for t in make_post(list(request.events_data.events)).traits())
     return (
         f"{len(request.events_data.events)} event(s) ({kinds}), {dropped} dropped attempt(s), "
-        f"{request.ByteSize()} bytes"
+        f"{request.ByteSize()} bytes{traits}"
     )
