@@ -50,11 +50,11 @@ from trio_events.testing._hostile import hostile_json_bodies as hostile_json_bod
 from trio_events.testing._messages import EVENT_PAYLOAD_FIELDS as EVENT_PAYLOAD_FIELDS
 from trio_events.testing._messages import PublisherPost as PublisherPost
 from trio_events.testing._messages import add_events_requests as add_events_requests
-from trio_events.testing._messages import body_traits as body_traits
 from trio_events.testing._messages import json_bodies as json_bodies
 from trio_events.testing._messages import make_post as make_post
 from trio_events.testing._messages import publisher_posts as publisher_posts
 from trio_events.testing._messages import ray_events as ray_events
+from trio_events.testing._traits import body_traits as body_traits
 from trio_events.testing._values import ID_SIZES as ID_SIZES
 from trio_events.testing._values import nanos as nanos
 from trio_events.testing._values import ray_ids as ray_ids
