@@ -90,7 +90,7 @@ def install_with(session: nox.Session, *groups: str, extras: Iterable[str] = ())
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    install_with(session, "test")
+    install_with(session, "test", extras=["testing"])
     ignore = [f"--ignore={suite}" for suite in SLOW_SUITES if suite == "tests/interop"]
     session.run("pytest", "-m", "not slow", *ignore, *session.posargs)
 

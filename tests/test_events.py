@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_events import pb
-from trio_events.producer._event_kinds import _LifecycleEvent, _SingleIdEvent, _TaskAttemptEvent
+from trio_events.producer._event_kinds import _LifecycleEvent
 from trio_events.producer._events import (
     EVENT_CLASSES,
     RayActorDefinitionEvent,
@@ -23,72 +23,15 @@ from trio_events.producer._events import (
     RaySubmissionJobLifecycleEvent,
     RayTaskDefinitionEvent,
     RayTaskLifecycleEvent,
-    RayTaskProfileEvent,
     RayWorkerLifecycleEvent,
 )
+from trio_events.testing.strategies import entity_events as events_of_one_entity
 
 if TYPE_CHECKING:
     from trio_events.producer._event_base import RayEventBase
 
 TASK_ID = bytes(range(24))
 T0 = 1_750_000_000_123_456_789
-
-
-def _entity_kwargs(cls: type[RayEventBase], entity: int) -> dict[str, Any]:
-    if issubclass(cls, _TaskAttemptEvent):
-        attempt_field = "attempt_number" if cls is RayTaskProfileEvent else "task_attempt"
-        return {"task_id": TASK_ID[:-1] + bytes([entity]), attempt_field: entity % 3}
-    if issubclass(cls, _SingleIdEvent):
-        field = cls.ENTITY_FIELD
-        value = f"sub-{entity}" if field == "submission_id" else bytes([entity]) * 16
-        return {field: value}
-    return {}
-
-
-def _transition_states(cls: type[RayEventBase]) -> list[str]:
-    transition: Any = cls.PAYLOAD_TYPE.DESCRIPTOR.fields_by_name["state_transitions"].message_type
-    return [v.name for v in transition.fields_by_name["state"].enum_type.values]
-
-
-@st.composite
-def events_of_one_entity(draw: st.DrawFn, cls: type[RayEventBase]) -> list[RayEventBase]:
-    entity = draw(st.integers(0, 255))
-    n = draw(st.integers(1, 6))
-    out: list[RayEventBase] = []
-    for i in range(n):
-        kw: dict[str, Any] = _entity_kwargs(cls, entity)
-        if issubclass(cls, _LifecycleEvent):
-            states = draw(st.lists(st.sampled_from(_transition_states(cls)), max_size=3))
-            kw["transitions"] = [{"state": s, "timestamp": T0 + i} for s in states]
-        if cls is RayTaskLifecycleEvent:
-            if draw(st.booleans()):
-                kw["worker_pid"] = draw(st.integers(1, 2**31 - 1))
-            if draw(st.booleans()):
-                kw["ray_error_info"] = {"error_message": draw(st.text(max_size=8))}
-            if draw(st.booleans()):
-                kw["actor_repr_name"] = draw(st.text(max_size=8))
-        if cls is RayWorkerLifecycleEvent and draw(st.booleans()):
-            kw["job_id"] = draw(st.binary(min_size=4, max_size=4))
-        if cls is RayTaskProfileEvent:
-            kw["profile_events"] = {
-                "component_type": "worker",
-                "events": [
-                    {"event_name": f"e{i}.{j}", "start_time": j, "end_time": j + 1}
-                    for j in range(draw(st.integers(0, 3)))
-                ],
-            }
-        if cls is RayActorDefinitionEvent:
-            kw["name"] = draw(st.text(max_size=8))
-        out.append(
-            cls(
-                timestamp=T0 + i,
-                severity=draw(st.sampled_from(["INFO", "WARNING", "ERROR"])),
-                message=draw(st.text(max_size=5)),
-                session_name=f"session-{i}",
-                **kw,
-            )
-        )
-    return out
 
 
 def _fold(events: list[RayEventBase]) -> RayEventBase:

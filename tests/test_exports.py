@@ -14,8 +14,17 @@ import trio_events
 import trio_events.agent
 import trio_events.producer
 import trio_events.store
+import trio_events.testing
+import trio_events.testing.strategies
 
-PACKAGES = [trio_events, trio_events.producer, trio_events.agent, trio_events.store]
+PACKAGES = [
+    trio_events,
+    trio_events.producer,
+    trio_events.agent,
+    trio_events.store,
+    trio_events.testing,
+    trio_events.testing.strategies,
+]
 
 
 @pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.__name__)

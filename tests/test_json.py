@@ -39,6 +39,8 @@ from hypothesis import strategies as st
 from trio_events import pb
 from trio_events.agent._convert import JsonConverter, chunked
 from trio_events.agent._convert_reference import protobuf_reference_dumps
+from trio_events.testing import strategies
+from trio_events.testing.strategies import nanos, timestamps, unknown_fields
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -332,23 +334,6 @@ def ints(type_: int) -> st.SearchStrategy[int]:
     )
 
 
-def nanos() -> st.SearchStrategy[int]:
-    # Every precision protobuf distinguishes: whole seconds, millis, micros, nanos.
-    return st.one_of(
-        st.just(0),
-        st.integers(0, 999).map(lambda n: n * 1_000_000),
-        st.integers(0, 999_999).map(lambda n: n * 1_000),
-        st.integers(0, 999_999_999),
-    )
-
-
-def timestamps() -> st.SearchStrategy[Message]:
-    seconds = st.one_of(
-        st.sampled_from([TS_MIN, TS_MAX, 0, -1, 1_751_302_230]), st.integers(TS_MIN, TS_MAX)
-    )
-    return st.builds(timestamp_pb2.Timestamp, seconds=seconds, nanos=nanos())
-
-
 def durations() -> st.SearchStrategy[Message]:
     def build(seconds: int, frac: int) -> Message:
         return duration_pb2.Duration(seconds=seconds, nanos=frac if seconds >= 0 else -frac)
@@ -523,55 +508,12 @@ def map_keys(field: FieldDescriptor) -> st.SearchStrategy[list[Any]]:
     return st.lists(scalar_values(field), max_size=3, unique=True)
 
 
-def unknown_fields() -> st.SearchStrategy[bytes]:
-    """Wire bytes of fields no schema here defines (numbers 1000-2000), one of each wire type."""
-
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            byte, n = n & 0x7F, n >> 7
-            out.append(byte | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
-
-    def encode(number: int, wire_type: int, payload: bytes) -> bytes:
-        return varint(number << 3 | wire_type) + payload
-
-    field = st.tuples(st.integers(1000, 2000), st.sampled_from([0, 1, 2, 5]), st.binary(max_size=9))
-
-    def build(fields: list[tuple[int, int, bytes]]) -> bytes:
-        out = b""
-        for number, wire_type, data in fields:
-            if wire_type == 0:
-                out += encode(number, 0, varint(int.from_bytes(data[:8] or b"\0", "little")))
-            elif wire_type == 1:
-                out += encode(number, 1, data[:8].ljust(8, b"\0"))
-            elif wire_type == 2:
-                out += encode(number, 2, varint(len(data)) + data)
-            else:
-                out += encode(number, 5, data[:4].ljust(4, b"\0"))
-        return out
-
-    return st.lists(field, min_size=1, max_size=3).map(build)
+def ray_events(event_type: int | None = None) -> st.SearchStrategy[pb.RayEvent]:
+    """The public strategy, with extra payloads (the schema allows them; Ray never sends them)."""
+    return strategies.ray_events(event_type, several_payloads=True)
 
 
-@st.composite
-def ray_events(draw: Any, payload: str | None = None) -> pb.RayEvent:
-    """A RayEvent with one chosen payload, maybe a few more (RayEvent has no oneof), and maybe
-    unknown fields at the top and inside the payload."""
-    event = pb.RayEvent()
-    for field in pb.RayEvent.DESCRIPTOR.fields:
-        if field.name not in PAYLOAD_FIELDS and draw(st.booleans()):
-            set_field(event, None, field, draw, 0, RAY_SHAPE)
-    payload = payload or draw(st.sampled_from(PAYLOAD_FIELDS))
-    extra = draw(st.lists(st.sampled_from(PAYLOAD_FIELDS), max_size=2))
-    for name in [payload, *extra]:
-        set_field(event, None, pb.RayEvent.DESCRIPTOR.fields_by_name[name], draw, 0, RAY_SHAPE)
-    if draw(st.booleans()):
-        getattr(event, payload).MergeFromString(draw(unknown_fields()))
-    if draw(st.booleans()):
-        event.MergeFromString(draw(unknown_fields()))
-    return event
+PAYLOAD_TYPES = {name: number for number, name in strategies.EVENT_PAYLOAD_FIELDS.items()}
 
 
 # -- properties --------------------------------------------------------------------------------
@@ -596,7 +538,7 @@ def test_ray_events_match_protobuf(event: pb.RayEvent) -> None:
 def test_every_payload_type_matches_protobuf(payload: str, data: st.DataObject) -> None:
     # The property above samples payloads at random; this guarantees each one is exercised,
     # alone at the top level and inside a RayEvent.
-    event = data.draw(ray_events(payload))
+    event = data.draw(ray_events(PAYLOAD_TYPES[payload]))
     assert_matches_protobuf(getattr(event, payload))
     assert_matches_protobuf(event)
 

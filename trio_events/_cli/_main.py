@@ -81,6 +81,7 @@ def _runner(name: str) -> Runner:
         _collect,
         _config_cmd,
         _demo,
+        _fuzz,
         _history,
         _loadgen,
         _query,
@@ -91,6 +92,8 @@ def _runner(name: str) -> Runner:
         "collect": _collect.run,
         "query": _query.run,
         "history": _history.run,
+        "fuzz-sink": _fuzz.run_fuzz_sink,
+        "fuzz-agent": _fuzz.run_fuzz_agent,
         "loadgen": _loadgen.run,
         "demo": _demo.run,
         "config": _config_cmd.run,
@@ -102,7 +105,7 @@ def _runner(name: str) -> Runner:
 
 def build_parser() -> ArgumentParser:
     """Every command's flags, each present in the namespace only when given."""
-    from trio_events._cli import _agent, _query
+    from trio_events._cli import _agent, _fuzz, _query
 
     parser = ArgumentParser(
         prog="trio-events",
@@ -114,7 +117,12 @@ def build_parser() -> ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser
     )
-    extras = {"agent": _agent.add_arguments, "query": _query.add_arguments}
+    extras = {
+        "agent": _agent.add_arguments,
+        "query": _query.add_arguments,
+        "fuzz-sink": _fuzz.add_sink_target,
+        "fuzz-agent": _fuzz.add_agent_target,
+    }
     for cmd in COMMANDS:
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, prog=_prog(cmd))
         add_settings(p, GLOBAL_SETTINGS)

@@ -16,6 +16,8 @@ from trio_events._cli._tool_settings import (
     COLLECT_SETTINGS,
     DEFAULT_DB,
     DEMO_SETTINGS,
+    FUZZ_AGENT,
+    FUZZ_SINK,
     HISTORY_SETTINGS,
     LOADGEN_SETTINGS,
     QUERY,
@@ -450,6 +452,8 @@ COMMANDS: tuple[Command, ...] = (
             Command("check", "validate --config and print the effective settings, secrets hidden"),
         ),
     ),
+    FUZZ_SINK,
+    FUZZ_AGENT,
     Command("version", "print the version"),
     Command("event-types", "list the event types this build knows"),
 )

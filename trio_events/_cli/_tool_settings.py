@@ -132,6 +132,62 @@ HISTORY_SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
+_FUZZ_SETTINGS: tuple[Setting, ...] = (
+    Setting("--examples", None, 100, v.positive_int, "inputs to try", in_file=False, metavar="N"),
+    Setting("--max-time", None, 60.0, v.positive_float, "seconds to search", in_file=False),
+    Setting(
+        "--seed",
+        None,
+        None,
+        v.optional_int,
+        "repeat the run of this seed",
+        in_file=False,
+        shown_default="a new one, printed",
+    ),
+    Setting("--max-events", None, 5, v.positive_int, "events per batch at most", in_file=False),
+    Setting("--timeout", None, 5.0, v.positive_float, "seconds per request", in_file=False),
+    Setting(
+        "--save",
+        None,
+        "trio-events-fuzz-failures.json",
+        v.text,
+        "where the minimal failing inputs are written",
+        in_file=False,
+        metavar="FILE",
+    ),
+    Setting(
+        "--replay",
+        None,
+        "",
+        v.text,
+        "send the inputs saved in FILE again, instead of fuzzing",
+        in_file=False,
+        metavar="FILE",
+    ),
+)
+FUZZ_SINK = Command(
+    "fuzz-sink",
+    "throw Ray-shaped batches, exactly as Ray's publisher posts them, at an HTTP receiver",
+    (
+        *_FUZZ_SETTINGS,
+        Setting(
+            "--proto-names",
+            None,
+            "both",
+            v.choice("both", "yes", "no"),
+            "keys as protobuf field names (yes), camelCase (no) or either (both)",
+            in_file=False,
+        ),
+    ),
+    positionals=(("URL", "the receiver's URL, e.g. http://127.0.0.1:8084/v1/events"),),
+)
+FUZZ_AGENT = Command(
+    "fuzz-agent",
+    "throw AddEvents requests, as Ray's core workers and GCS send them, at an aggregator",
+    _FUZZ_SETTINGS,
+    positionals=(("HOST:PORT", "the aggregator's gRPC address"),),
+)
+
 LOADGEN_SETTINGS: tuple[Setting, ...] = (
     Setting("--target", None, "", v.text, "aggregator address, HOST:PORT (required)"),
     Setting("--events", None, 0, v.positive_int, "events to generate (required)"),
