@@ -6,7 +6,8 @@
 - protos: regenerate trio_events/_proto from protos/.
 - bench: benchmarks/ in separate processes; writes bench-results/ (JSON, table, plot).
 - faults, fuzz, soak: the slow reliability suites (see docs/reliability.md).
-- interop: a real Ray 2.60 cluster exporting into trio-events (docs/ray-interop.md).
+- interop: real Ray 2.60 clusters exporting into trio-events, Ray's dashboard fed through it
+  (docs/ray-interop.md).
 - lock: re-resolve lock/constraints.txt, the pins every other session installs from
   (docs/development.md).
 """
@@ -144,8 +145,12 @@ def soak(session: nox.Session) -> None:
 
 @nox.session
 def interop(session: nox.Session) -> None:
-    """A real single-node Ray 2.60 cluster whose GCS and workers export to trio-events."""
-    install_with(session, "test", "interop")
+    """Real single-node Ray 2.60 clusters exporting to trio-events, and Ray's dashboard with it.
+
+    ``ray[default]``: the dashboard head answers ``ray list tasks``; the clusters that export to
+    ``trio-events agent`` start Ray's dashboard agent minimal, off the agent gRPC port.
+    """
+    install_with(session, "test", "interop", "interop-default")
     session.run("pytest", "tests/interop", "-s", *session.posargs)
 
 

@@ -20,7 +20,8 @@ from grpclib.exceptions import GRPCError
 
 from trio_events import pb
 from trio_events._metrics import Metrics
-from trio_events.agent._ingest import AgentConfig, AggregatorAgent, TaskMetadataStore
+from trio_events.agent._ingest import AgentConfig, AggregatorAgent
+from trio_events.agent._task_metadata import TaskMetadataStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -443,19 +444,6 @@ async def test_task_events_metadata_is_kept_for_publishers() -> None:
             await grpclib_add_events(running.port, req2)
     assert list(store.take().dropped_task_attempts) == attempts
     assert len(store) == 0
-
-
-def test_task_metadata_store_is_bounded_and_counts_what_it_drops() -> None:
-    store = TaskMetadataStore(max_attempts=3)
-    for i in range(3):
-        metadata = pb.TaskEventsMetadata()
-        metadata.dropped_task_attempts.extend(
-            pb.TaskAttempt(task_id=b"%d-%d" % (i, j), attempt_number=j) for j in range(2)
-        )
-        store.add(metadata)
-    assert len(store) == 2
-    assert store.dropped_attempts == 4
-    assert [a.task_id for a in store.take().dropped_task_attempts] == [b"2-0", b"2-1"]
 
 
 # ---- configuration ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_events import pb
+from trio_events.producer._event_kinds import _LifecycleEvent, _SingleIdEvent, _TaskAttemptEvent
 from trio_events.producer._events import (
     EVENT_CLASSES,
     RayActorDefinitionEvent,
@@ -18,14 +19,12 @@ from trio_events.producer._events import (
     RayDriverJobLifecycleEvent,
     RayNodeLifecycleEvent,
     RayPlatformEvent,
+    RaySubmissionJobDefinitionEvent,
     RaySubmissionJobLifecycleEvent,
     RayTaskDefinitionEvent,
     RayTaskLifecycleEvent,
     RayTaskProfileEvent,
     RayWorkerLifecycleEvent,
-    _LifecycleEvent,
-    _SingleIdEvent,
-    _TaskAttemptEvent,
 )
 
 if TYPE_CHECKING:
@@ -352,3 +351,35 @@ def test_platform_event_payload_message_has_its_own_keyword() -> None:
     assert wire.message == "m"
     assert wire.platform_event.message == "container exceeded"
     assert wire.platform_event.reason == "OOMKilled"
+
+
+def test_two_submission_job_definitions_of_one_id_are_both_kept() -> None:
+    # Ray 2.60 builds these in Python (CreatePythonRayEvent): a PythonRayEvent never merges.
+    first = RaySubmissionJobDefinitionEvent(submission_id="raysubmit_1", entrypoint="a.py")
+    second = RaySubmissionJobDefinitionEvent(submission_id="raysubmit_1", entrypoint="b.py")
+    assert first.merge_key != second.merge_key
+    with pytest.raises(TypeError, match=r"^RaySubmissionJobDefinitionEvent events are never"):
+        first.merge(second)
+
+
+def test_two_log_only_updates_of_one_attempt_combine_the_log_info() -> None:
+    start = RayTaskLifecycleEvent(
+        task_id=b"t" * 24,
+        task_attempt=0,
+        task_log_info={"stdout_file": "out.log", "stderr_file": "err.log", "stdout_start": 10},
+    )
+    end = RayTaskLifecycleEvent(
+        task_id=b"t" * 24, task_attempt=0, task_log_info={"stdout_end": 99, "stderr_end": 7}
+    )
+    start.merge(end)
+    info: Any = start.payload.task_log_info  # type: ignore[attr-defined]
+    assert (info.stdout_file, info.stderr_file) == ("out.log", "err.log")
+    assert (info.stdout_start, info.stdout_end, info.stderr_end) == (10, 99, 7)
+    assert not info.HasField("stderr_start")  # never set by either update
+    # A later writer still wins a field both set.
+    again = RayTaskLifecycleEvent(
+        task_id=b"t" * 24, task_attempt=0, task_log_info={"stdout_file": "moved.log"}
+    )
+    start.merge(again)
+    assert start.payload.task_log_info.stdout_file == "moved.log"  # type: ignore[attr-defined]
+    assert start.payload.task_log_info.stdout_end == 99  # type: ignore[attr-defined]

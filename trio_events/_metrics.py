@@ -176,6 +176,22 @@ class Metrics:
             ["consumer"],
             registry=r,
         )
+        # --- dropped task attempts forwarded by the GCS and dashboard-head publishers ---
+        self.task_metadata_attempts = Counter(
+            "trio_events_task_metadata_attempts",
+            "Dropped task attempts a task-event publisher received, put in a request, or lost.",
+            ["consumer", "outcome"],
+            registry=r,
+        )
+        # Ray's own names: one counter per publisher (aggregator_agent_<name>_task_metadata_...).
+        self.task_metadata_dropped = {
+            name: Counter(
+                f"ray_aggregator_agent_{name}_task_metadata_buffer_dropped_attempts",
+                "Dropped task attempts lost because the publisher's metadata buffer was full.",
+                registry=r,
+            )
+            for name in ("ray_gcs", "dashboard_head")
+        }
         self._callback_gauges = _CallbackGauges()
         self._callback_gauges.declare(
             "ray_aggregator_agent_time_since_last_success_seconds",

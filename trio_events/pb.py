@@ -52,6 +52,25 @@ from trio_events._proto.src.ray.protobuf.events_event_aggregator_service_pb2 imp
 from trio_events._proto.src.ray.protobuf.events_task_profile_events_pb2 import (
     TaskProfileEvents as TaskProfileEvents,
 )
+from trio_events._proto.src.ray.protobuf.gcs_service_grpc import (
+    InternalKVGcsServiceBase as InternalKVGcsServiceBase,
+)
+from trio_events._proto.src.ray.protobuf.gcs_service_grpc import (
+    InternalKVGcsServiceStub as InternalKVGcsServiceStub,
+)
+from trio_events._proto.src.ray.protobuf.gcs_service_grpc import (
+    RayEventExportGcsServiceBase as RayEventExportGcsServiceBase,
+)
+from trio_events._proto.src.ray.protobuf.gcs_service_grpc import (
+    RayEventExportGcsServiceStub as RayEventExportGcsServiceStub,
+)
+from trio_events._proto.src.ray.protobuf.gcs_service_pb2 import GcsStatus as GcsStatus
+from trio_events._proto.src.ray.protobuf.gcs_service_pb2 import (
+    InternalKVGetReply as InternalKVGetReply,
+)
+from trio_events._proto.src.ray.protobuf.gcs_service_pb2 import (
+    InternalKVGetRequest as InternalKVGetRequest,
+)
 from trio_events._proto.src.ray.protobuf.profile_events_pb2 import (
     ProfileEventEntry as ProfileEventEntry,
 )

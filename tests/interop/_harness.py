@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 import attrs
 
@@ -321,6 +321,35 @@ def ray_executable() -> str:
     return str(Path(PYTHON).parent / "ray")
 
 
+def ray_start_command(agent_grpc_served_by: Literal["ray", "trio-events"]) -> list[str]:
+    """``ray start``; for "trio-events", with Ray's dashboard agent kept off the gRPC port.
+
+    With plain ``ray`` the agent is minimal anyway; with ``ray[default]`` the launcher makes
+    only the agent minimal (ray_start_without_agent_grpc.py), the dashboard head stays whole.
+    """
+    if agent_grpc_served_by == "ray":
+        return [ray_executable(), "start"]
+    return [PYTHON, str(HERE / "ray_start_without_agent_grpc.py"), "start"]
+
+
+def ray_command(args: Sequence[str], *, env: Mapping[str, str], timeout: float = 180.0) -> str:
+    """Run one ``ray`` CLI command (``list tasks`` ...); its stdout, or an error with its output."""
+    result = subprocess.run(
+        [ray_executable(), *args],
+        capture_output=True,
+        text=True,
+        env=dict(env),
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"`ray {' '.join(args)}` failed ({result.returncode}):\n{result.stdout}\n"
+            f"{result.stderr[-4000:]}"
+        )
+    return result.stdout
+
+
 @attrs.define
 class RayCluster:
     """``ray start --head --block`` in its own session; :meth:`stop` ends all of it."""
@@ -339,12 +368,20 @@ class RayCluster:
         temp_dir: Path,
         env: Mapping[str, str],
         agent_grpc_port: int,
+        agent_grpc_served_by: Literal["ray", "trio-events"],
         system_config: Mapping[str, object] | None = None,
+        gcs_port: int | None = None,
+        dashboard: bool = False,
         timeout: float = 120.0,
     ) -> Self:
-        gcs, client, agent_http, metrics, runtime_env = free_ports(5)
+        """``agent_grpc_served_by``: who listens on ``agent_grpc_port`` (events, metrics).
+
+        ``dashboard`` starts the dashboard head (``ray list tasks`` needs it; ray[default]).
+        """
+        gcs, client, agent_http, metrics, runtime_env, dashboard_port = free_ports(6)
+        gcs = gcs_port if gcs_port is not None else gcs
         argv = [
-            ray_executable(), "start", "--head", "--block",
+            *ray_start_command(agent_grpc_served_by), "--head", "--block",
             "--node-ip-address=127.0.0.1",
             f"--port={gcs}",
             "--num-cpus=1", "--num-gpus=0",
@@ -354,7 +391,12 @@ class RayCluster:
             f"--metrics-export-port={metrics}",
             f"--ray-client-server-port={client}",
             f"--runtime-env-agent-port={runtime_env}",
-            "--include-dashboard=false",
+            *(
+                ["--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                 f"--dashboard-port={dashboard_port}"]
+                if dashboard
+                else ["--include-dashboard=false"]
+            ),
             "--disable-usage-stats",
             f"--temp-dir={temp_dir}",
             "--log-style=record",

@@ -1,11 +1,14 @@
 """Which Ray is installed decides which interop tests run; Ray itself only runs in subprocesses.
 
-- Plain ``ray`` (what ``nox -s interop`` installs): Ray's dashboard agent is minimal and leaves
-  the agent gRPC port alone, so the GCS and core workers export to ``trio-events agent``
-  (``test_ray_exports_to_trio_events.py``).
+- Any Ray 2.60 (``nox -s interop`` installs ``ray[default]``): the GCS and core workers export
+  to ``trio-events agent`` on the agent gRPC port, which Ray's dashboard agent leaves alone (it is
+  minimal with plain ``ray``, and started minimal by ``ray_start_without_agent_grpc.py`` with
+  ``ray[default]``) (``test_ray_exports_to_trio_events.py``).
 - ``ray[default]``: Ray's own aggregator agent owns that port; trio-events' recorder exports
   into it and Ray's HTTP publisher posts to ``trio-events collect``
-  (``test_trio_events_exports_to_ray.py``).
+  (``test_trio_events_exports_to_ray.py``); and the dashboard's ``ray list tasks`` and
+  ``ray summary tasks`` are compared with trio-events agent and with Ray's own agent feeding
+  the GCS (``test_dashboard_keeps_every_task.py``).
 """
 
 from __future__ import annotations
@@ -58,11 +61,7 @@ def ray_install() -> RayInstall:
 
 @pytest.fixture(scope="module")
 def minimal_ray(ray_install: RayInstall) -> RayInstall:
-    if ray_install.has_dashboard:
-        pytest.skip(
-            "ray[default] is installed: Ray's dashboard agent binds the agent gRPC port itself, "
-            "so Ray cannot be pointed at trio-events agent; use plain `ray` (nox -s interop)"
-        )
+    """Any Ray 2.60: the cluster is started with its dashboard agent off the gRPC port."""
     return ray_install
 
 

@@ -88,6 +88,7 @@ def exported(
             temp_dir=ray_temp_dir / short,
             env=env,
             agent_grpc_port=agent.grpc_port,
+            agent_grpc_served_by="trio-events",
             system_config=switches.system_config,
         )
         stack.callback(cluster.stop)

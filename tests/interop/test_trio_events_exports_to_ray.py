@@ -85,7 +85,11 @@ def rays_aggregator(
         )
         (grpc_port,) = free_ports(1)
         cluster = RayCluster.start(
-            log_dir=log_dir, temp_dir=ray_temp_dir / "a", env=env, agent_grpc_port=grpc_port
+            log_dir=log_dir,
+            temp_dir=ray_temp_dir / "a",
+            env=env,
+            agent_grpc_port=grpc_port,
+            agent_grpc_served_by="ray",
         )
         stack.callback(cluster.stop)
         aggregator = RaysAggregator(collector, cluster, grpc_port, env, log_dir)

@@ -11,17 +11,26 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from trio_events._cli._settings import AGENT_SETTINGS, PUBLISHER_SETTINGS, add_settings, read_secret
+from trio_events._cli._settings import (
+    AGENT_SETTINGS,
+    PUBLISHER_SETTINGS,
+    TASK_PUBLISHER_SETTINGS,
+    add_settings,
+    read_secret,
+)
+from trio_events.agent._dashboard_publisher import DashboardHeadConfig
 from trio_events.agent._filtering import parse_exposable_event_types
+from trio_events.agent._gcs_publisher import TASK_EVENT_TYPES, GcsPublisherConfig
 from trio_events.agent._http_sink import HttpPublisherConfig
 from trio_events.agent._ingest import AgentConfig
 from trio_events.agent._publisher_config import DEFAULT_EXPOSABLE_EVENT_TYPES, PublisherConfig
 from trio_events.agent._service import STORE_CONSUMER, AgentService, Destination, ServiceConfig
 from trio_events.agent._spool import SpoolConfig
+from trio_events.agent._task_publishing import TaskEventsDestination
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 logger = logging.getLogger("trio_events.agent")
 
@@ -49,6 +58,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
     )
     add_settings(parser, AGENT_SETTINGS, environ)
     add_settings(parser, PUBLISHER_SETTINGS, environ)
+    add_settings(parser, TASK_PUBLISHER_SETTINGS, environ)
     # Benchmarks only (hidden): "protobuf" converts with protobuf's MessageToJson, as Ray does,
     # so a reference pipeline can differ from ours in nothing but the converter.
     parser.add_argument(
@@ -136,6 +146,7 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
             )
             for i, url in enumerate(urls)
         )
+    task_destinations = _task_destinations(args, publisher)
     # No export address at all: keep events in a local store instead of discarding them.
     store_path = (args.db or DEFAULT_DB) if not urls else None
     spool = None
@@ -149,6 +160,7 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
     return ServiceConfig(
         agent=agent,
         destinations=destinations,
+        task_destinations=task_destinations,
         store_path=store_path,
         # The local store is for looking at what arrived: it keeps every type unless the user
         # chose a list (Ray's HTTP default hides profile, placement group, submission jobs).
@@ -160,6 +172,40 @@ def service_config_from_args(args: argparse.Namespace, environ: Mapping[str, str
         unhealthy_after=args.unhealthy_after,
         spool=spool,
     )
+
+
+def _task_destinations(
+    args: argparse.Namespace, publisher: Callable[[str, frozenset[int] | None], PublisherConfig]
+) -> tuple[TaskEventsDestination, ...]:
+    """Ray's GCS and dashboard-head publishers, when their switches are on."""
+    wanted = [
+        flag
+        for flag, on in (
+            ("--publish-to-gcs", args.publish_to_gcs),
+            ("--publish-to-dashboard-head", args.publish_to_dashboard_head),
+        )
+        if on
+    ]
+    if wanted and not args.gcs_address:
+        raise ValueError(
+            f"{wanted[0]} needs --gcs-address (or TRIO_EVENTS_GCS_ADDRESS): the GCS's HOST:PORT."
+        )
+    destinations = []
+    if args.publish_to_gcs:
+        destinations.append(
+            TaskEventsDestination(
+                GcsPublisherConfig(args.gcs_address, timeout=args.publisher_timeout),
+                publisher("ray_gcs", TASK_EVENT_TYPES),
+            )
+        )
+    if args.publish_to_dashboard_head:
+        destinations.append(
+            TaskEventsDestination(
+                DashboardHeadConfig(args.gcs_address, timeout=args.publisher_timeout),
+                publisher("dashboard_head", TASK_EVENT_TYPES),
+            )
+        )
+    return tuple(destinations)
 
 
 async def run_agent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

@@ -367,6 +367,30 @@ PUBLISHER_SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
+TASK_PUBLISHER_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "--publish-to-gcs",
+        f"{_P}PUBLISH_EVENTS_TO_GCS",
+        False,
+        _bool,
+        "send task events and dropped task attempts to the GCS (publisher ray_gcs)",
+    ),
+    Setting(
+        "--publish-to-dashboard-head",
+        "RAY_enable_task_events_to_dashboard_head",
+        False,
+        _bool,
+        "POST task events to the dashboard head's /api/task_events (publisher dashboard_head)",
+    ),
+    Setting(
+        "--gcs-address",
+        "TRIO_EVENTS_GCS_ADDRESS",
+        "",
+        _text,
+        "the GCS's HOST:PORT (Ray's --gcs-address), needed by the two publishers above",
+    ),
+)
+
 RECORDER_SETTINGS: tuple[Setting, ...] = (
     Setting(
         "--max-queued-events",
@@ -421,6 +445,7 @@ def configuration_markdown() -> str:
     sections = [
         ("trio-events agent: server and buffer", AGENT_SETTINGS),
         ("trio-events agent: HTTP publishers", PUBLISHER_SETTINGS),
+        ("trio-events agent: GCS and dashboard-head publishers", TASK_PUBLISHER_SETTINGS),
         ("trio-events loadgen (the recorder's settings)", RECORDER_SETTINGS),
     ]
     for title, table in sections:

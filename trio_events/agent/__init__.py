@@ -12,12 +12,17 @@ from trio_events.agent._buffer import EventBatch as EventBatch
 from trio_events.agent._buffer import EventBuffer as EventBuffer
 from trio_events.agent._buffer import MultiConsumerEventBuffer as MultiConsumerEventBuffer
 from trio_events.agent._convert import JsonConverter as JsonConverter
+from trio_events.agent._dashboard_publisher import DashboardHeadClient as DashboardHeadClient
+from trio_events.agent._dashboard_publisher import DashboardHeadConfig as DashboardHeadConfig
 from trio_events.agent._filtering import (
     DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES as DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES,
 )
 from trio_events.agent._filtering import (
     parse_exposable_event_types as parse_exposable_event_types,
 )
+from trio_events.agent._gcs_publisher import TASK_EVENT_TYPES as TASK_EVENT_TYPES
+from trio_events.agent._gcs_publisher import GcsPublisherConfig as GcsPublisherConfig
+from trio_events.agent._gcs_publisher import GcsTaskEventsClient as GcsTaskEventsClient
 from trio_events.agent._http_sink import HttpPublisherClient as HttpPublisherClient
 from trio_events.agent._http_sink import HttpPublisherConfig as HttpPublisherConfig
 from trio_events.agent._ingest import AgentConfig as AgentConfig
@@ -36,17 +41,23 @@ from trio_events.agent._sink import PublishOutcome as PublishOutcome
 from trio_events.agent._spool import SpoolEventBuffer as SpoolEventBuffer
 from trio_events.agent._spool_db import SpoolConfig as SpoolConfig
 from trio_events.agent._spool_db import SpoolStatistics as SpoolStatistics
+from trio_events.agent._task_publishing import TaskEventsDestination as TaskEventsDestination
 
 __all__ = [
     "DEFAULT_HTTP_EXPOSABLE_EVENT_TYPES",
+    "TASK_EVENT_TYPES",
     "AgentConfig",
     "AgentService",
     "AggregatorAgent",
     "BufferStatistics",
     "ConsumerStatistics",
+    "DashboardHeadClient",
+    "DashboardHeadConfig",
     "Destination",
     "EventBatch",
     "EventBuffer",
+    "GcsPublisherConfig",
+    "GcsTaskEventsClient",
     "HttpPublisherClient",
     "HttpPublisherConfig",
     "JsonConverter",
@@ -63,5 +74,6 @@ __all__ = [
     "SpoolConfig",
     "SpoolEventBuffer",
     "SpoolStatistics",
+    "TaskEventsDestination",
     "parse_exposable_event_types",
 ]

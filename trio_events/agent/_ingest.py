@@ -15,7 +15,6 @@ from __future__ import annotations
 import hmac
 import logging
 import socket
-from collections import deque
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, final
 
 import attrs
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     from grpclib.server import Stream
 
     from trio_events._metrics import Metrics
+    from trio_events.agent._task_metadata import TaskMetadataStore
 
 logger = logging.getLogger(__name__)
 
@@ -85,52 +85,6 @@ class AgentConfig:
 
     def __attrs_post_init__(self) -> None:
         _check_config(self)
-
-
-@final
-class TaskMetadataStore:
-    """Dropped task attempts reported with AddEvents, kept for a publisher that forwards them.
-
-    Ray's GCS and dashboard-head publishers send them along with task events; reads are
-    destructive, so each such publisher gets its own store. Bounded by ``max_attempts``: when
-    full, the oldest requests' attempts are dropped and counted in :attr:`dropped_attempts`.
-    Each request's metadata is kept serialized so it does not pin the request in memory.
-    """
-
-    def __init__(self, max_attempts: int = 100_000) -> None:
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}.")
-        self._max_attempts = max_attempts
-        self._entries: deque[tuple[int, bytes]] = deque()
-        self._attempts = 0
-        self._dropped = 0
-
-    def add(self, metadata: pb.TaskEventsMetadata) -> None:
-        count = len(metadata.dropped_task_attempts)
-        if not count:
-            return
-        self._entries.append((count, metadata.SerializeToString()))
-        self._attempts += count
-        while self._attempts > self._max_attempts:
-            dropped, _ = self._entries.popleft()
-            self._attempts -= dropped
-            self._dropped += dropped
-
-    def take(self) -> pb.TaskEventsMetadata:
-        """Everything kept so far, merged into one message; the store is left empty."""
-        merged = pb.TaskEventsMetadata()
-        for _, blob in self._entries:
-            merged.MergeFromString(blob)
-        self._entries.clear()
-        self._attempts = 0
-        return merged
-
-    def __len__(self) -> int:
-        return self._attempts
-
-    @property
-    def dropped_attempts(self) -> int:
-        return self._dropped
 
 
 class _EventAggregatorServicer(pb.EventAggregatorServiceBase):

@@ -39,7 +39,7 @@ from trio_events.agent._publisher_config import (
     PublisherStatistics,
 )
 from trio_events.agent._retry import backoff_delays
-from trio_events.agent._sink import Outcome, PublishClient, PublishOutcome
+from trio_events.agent._sink import BatchEncoder, Outcome, PublishClient, PublishOutcome
 
 if TYPE_CHECKING:
     from trio_events._metrics import Metrics
@@ -66,7 +66,8 @@ class RayEventPublisher:
     """Delivers the events of ``buffer`` to ``client``: ``await nursery.start(publisher.run)``.
 
     The publisher owns ``client`` and closes it when :meth:`run` ends. ``rng`` drives the
-    backoff jitter (seed it in tests).
+    backoff jitter (seed it in tests). With an ``encoder`` the body is what it builds (also for
+    a batch whose events were all filtered out) instead of the JSON array.
     """
 
     def __init__(
@@ -77,8 +78,10 @@ class RayEventPublisher:
         *,
         metrics: Metrics,
         rng: random.Random | None = None,
+        encoder: BatchEncoder | None = None,
     ) -> None:
         self._config = config
+        self._encoder = encoder
         self._client = client
         self._buffer = buffer
         self._metrics = metrics
@@ -205,6 +208,12 @@ class RayEventPublisher:
                 self._filtered += filtered
                 self._in_flight -= filtered
                 self._metrics.filtered_events.labels(self.name).inc(filtered)
+        if self._encoder is not None:
+            # A serialized AddEventsRequest: may carry dropped task attempts and no event.
+            body = self._encoder.encode(blobs)
+            if body is None:
+                return True
+            return await self._publish_with_retries(body, self._in_flight)
         if not blobs:
             return True
         body = await self._convert(blobs)

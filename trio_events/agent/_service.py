@@ -40,10 +40,12 @@ from trio_events.agent._ingest import AgentConfig, AggregatorAgent
 from trio_events.agent._publisher import PublisherConfig, PublisherStatistics, RayEventPublisher
 from trio_events.agent._spool import SpoolConfig, SpoolEventBuffer
 from trio_events.agent._store_sink import StorePublishClient
+from trio_events.agent._task_publishing import TaskEventsDestination, TaskEventsPublishing
 from trio_events.store._sqlite import EventStore
 
 if TYPE_CHECKING:
-    from trio_events.agent._sink import PublishClient
+    from trio_events.agent._sink import BatchEncoder, PublishClient
+    from trio_events.agent._task_metadata import TaskMetadataStore
 
 logger = logging.getLogger("trio_events.agent")
 
@@ -65,11 +67,13 @@ class ServiceConfig:
     """Everything ``trio-events agent`` runs. With no destinations, ``store_path`` keeps events.
 
     With ``spool`` the buffer is durable (docs/spool.md) and bounded by the spool's
-    ``max_events`` and ``max_bytes`` instead of ``agent.buffer_size``.
+    ``max_events`` and ``max_bytes`` instead of ``agent.buffer_size``. ``task_destinations``
+    are Ray's GCS and dashboard-head publishers (task events and dropped task attempts).
     """
 
     agent: AgentConfig = attrs.field(factory=AgentConfig)
     destinations: tuple[Destination, ...] = ()
+    task_destinations: tuple[TaskEventsDestination, ...] = ()
     store_path: str | None = None
     store_publisher: PublisherConfig = attrs.field(
         factory=lambda: PublisherConfig(name=STORE_CONSUMER)
@@ -81,6 +85,7 @@ class ServiceConfig:
 
     def __attrs_post_init__(self) -> None:
         names = [d.publisher.name for d in self.destinations]
+        names += [d.publisher.name for d in self.task_destinations]
         if len(set(names)) != len(names):
             raise ValueError(f"Each destination needs its own publisher name; got {names}.")
         if self.spool is not None and self.spool.path == self.store_path:
@@ -196,12 +201,17 @@ class AgentService:
             )
             self._buffer = buffer
             clients = await self._clients()
+            task_metadata: list[TaskMetadataStore] = []
+            for destination in config.task_destinations:
+                built = TaskEventsPublishing.build(destination, metrics=self._metrics)
+                clients.append((built.client, built.publisher, built.encoder))
+                task_metadata.append(built.metadata)
             if spool is not None:
                 await nursery.start(spool.run)
-                _forget_stale_consumers(spool, [c.name for _, c in clients])
-            for client, publisher_config in clients:
+                _forget_stale_consumers(spool, [c.name for _, c, _ in clients])
+            for client, publisher_config, encoder in clients:
                 publisher = RayEventPublisher(
-                    publisher_config, client, buffer, metrics=self._metrics
+                    publisher_config, client, buffer, metrics=self._metrics, encoder=encoder
                 )
                 self._publishers.append(publisher)
                 await nursery.start(publisher.run)
@@ -211,6 +221,7 @@ class AgentService:
                 metrics=self._metrics,
                 buffer=buffer,
                 publishers_enabled=bool(self._publishers),
+                task_metadata=task_metadata,
             )
             self._agent = agent
             agent_scope = trio.CancelScope()
@@ -241,15 +252,15 @@ class AgentService:
             logger.info("Stopped: %s.", self.summary.line())
             nursery.cancel_scope.cancel()
 
-    async def _clients(self) -> list[tuple[PublishClient, PublisherConfig]]:
+    async def _clients(self) -> list[tuple[PublishClient, PublisherConfig, BatchEncoder | None]]:
         config = self._config
-        clients: list[tuple[PublishClient, PublisherConfig]] = [
-            (HttpPublisherClient(d.http), d.publisher) for d in config.destinations
+        clients: list[tuple[PublishClient, PublisherConfig, BatchEncoder | None]] = [
+            (HttpPublisherClient(d.http), d.publisher, None) for d in config.destinations
         ]
         if not clients and config.store_path is not None:
             store = await trio.to_thread.run_sync(EventStore, config.store_path)
             self._store_client = StorePublishClient(store)
-            clients.append((self._store_client, config.store_publisher))
+            clients.append((self._store_client, config.store_publisher, None))
             logger.info("No export address: storing events in %s.", config.store_path)
         return clients
 

@@ -12,7 +12,7 @@ from typing import Final, Protocol, final
 
 import attrs
 
-__all__ = ["DETAIL_LIMIT", "Outcome", "PublishClient", "PublishOutcome"]
+__all__ = ["DETAIL_LIMIT", "BatchEncoder", "Outcome", "PublishClient", "PublishOutcome"]
 
 #: Longest detail (server body snippet or exception text) kept for logs.
 DETAIL_LIMIT: Final = 200
@@ -64,3 +64,13 @@ class PublishClient(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class BatchEncoder(Protocol):
+    """Builds a publisher's request body instead of the JSON array (the GCS and dashboard head
+    take a serialized ``AddEventsRequest``)."""
+
+    def encode(self, blobs: list[bytes]) -> bytes | None:
+        """The body for these serialized, already filtered RayEvents (maybe none); None when
+        there is nothing to send. Synchronous and cheap: it runs on the event loop."""
+        ...

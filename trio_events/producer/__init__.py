@@ -46,6 +46,10 @@ from trio_events.producer._recorder import RayEventRecorder as RayEventRecorder
 from trio_events.producer._recorder import RecorderConfig as RecorderConfig
 from trio_events.producer._recorder import open_recorder as open_recorder
 from trio_events.producer._ring import RecorderStatistics as RecorderStatistics
+from trio_events.producer._task_recorder import TaskEventRecorder as TaskEventRecorder
+from trio_events.producer._task_recorder import open_task_recorder as open_task_recorder
+from trio_events.producer._task_ring import TaskEventPolicy as TaskEventPolicy
+from trio_events.producer._task_ring import TaskEventStatistics as TaskEventStatistics
 
 __all__ = [
     "EVENT_CLASSES",
@@ -75,5 +79,9 @@ __all__ = [
     "RecorderConfig",
     "RecorderStatistics",
     "RetryableExportError",
+    "TaskEventPolicy",
+    "TaskEventRecorder",
+    "TaskEventStatistics",
     "open_recorder",
+    "open_task_recorder",
 ]

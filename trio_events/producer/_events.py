@@ -3,10 +3,13 @@
 - Definition events keep the first and ignore later duplicates.
 - Lifecycle events append the other event's state transitions, in order.
 - Task lifecycle events also take the other's scalar properties (error info, node and worker ids,
-  pid, debugger flag, log info, ...) last-writer-wins, as Ray's ``AppendTaskLifecycleUpdate``.
+  pid, debugger flag, ...) last-writer-wins, as Ray's ``AppendTaskLifecycleUpdate``; the log info
+  is combined field by field (its fields are all proto3 ``optional``), so a log-files update and
+  a later end-offsets update of one attempt keep both.
 - Worker lifecycle fills ``job_id`` if still empty, then appends transitions.
 - Task profile events append profile entries.
-- Platform events are never merged (Ray's ``PythonRayEvent``).
+- Platform and submission-job events are never merged: Ray 2.60 creates them only in Python
+  (``InternalEventBuilder`` -> ``CreatePythonRayEvent``), and a ``PythonRayEvent`` does not merge.
 
 Lifecycle constructors take one transition as keywords (``state="RUNNING"`` plus the
 transition's other fields; its timestamp is the event's) or several as ``transitions=[...]``.
@@ -14,108 +17,17 @@ transition's other fields; its timestamp is the event's) or several as ``transit
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar, final
-
-from google.protobuf.message import Message
+from typing import TYPE_CHECKING, Any, final
 
 from trio_events import pb
 from trio_events.producer._coerce import fill_message
 from trio_events.producer._event_base import RayEventBase
+from trio_events.producer._event_kinds import _LifecycleEvent, _SingleIdEvent, _TaskAttemptEvent
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 _E = pb.RayEvent
-_ATTEMPT_BYTES = 4  # fixed width, so task id + attempt is unambiguous for any task id length
-
-
-def _task_entity(task_id: bytes, attempt: int) -> bytes:
-    return task_id + attempt.to_bytes(_ATTEMPT_BYTES, "big", signed=True)
-
-
-class _SingleIdEvent(RayEventBase):
-    """An event whose entity id is one payload field (actor, job, node, worker, ...)."""
-
-    __slots__ = ()
-    ENTITY_FIELD: ClassVar[str]
-
-    @property
-    def entity_id(self) -> bytes:
-        value = getattr(self._payload, self.ENTITY_FIELD)
-        return value.encode() if isinstance(value, str) else bytes(value)
-
-
-class _LifecycleEvent(_SingleIdEvent):
-    """Lifecycle events: a list of state transitions that merging appends to."""
-
-    __slots__ = ()
-    TRANSITIONS_FIELD: ClassVar[str] = "state_transitions"
-    #: Keyword aliases for transition fields whose names the base fields already use.
-    TRANSITION_ALIASES: ClassVar[Mapping[str, str]] = {}
-
-    def _fill_payload(self, payload: Message, fields: Mapping[str, object], what: str) -> None:
-        top_level = payload.DESCRIPTOR.fields_by_name
-        repeated: Any = getattr(payload, self.TRANSITIONS_FIELD)
-        transition_type = top_level[self.TRANSITIONS_FIELD].message_type
-        assert transition_type is not None
-        own: dict[str, object] = {}
-        one: dict[str, object] = {}
-        transitions: object = None
-        for name, value in fields.items():
-            if name == "transitions":
-                transitions = value
-            elif name in top_level and name != self.TRANSITIONS_FIELD:
-                own[name] = value
-            elif name in self.TRANSITION_ALIASES:
-                one[self.TRANSITION_ALIASES[name]] = value
-            elif name in transition_type.fields_by_name and name != "timestamp":
-                one[name] = value
-            else:
-                valid = sorted(
-                    {*top_level, *transition_type.fields_by_name, *self.TRANSITION_ALIASES}
-                    - {self.TRANSITIONS_FIELD, "timestamp", "message"}
-                    | {"transitions"}
-                )
-                raise TypeError(
-                    f"{what} has no field {name!r}; valid fields are: {', '.join(valid)}."
-                )
-        fill_message(payload, own, what=what)
-        if one and transitions is not None:
-            raise TypeError(f"{what} takes either transitions=[...] or one transition's fields.")
-        items: list[object] = [one] if one else []
-        if transitions is not None:
-            if isinstance(transitions, str | bytes | Mapping) or not hasattr(
-                transitions, "__iter__"
-            ):
-                raise TypeError(f"{what}.transitions must be a list of dicts or messages.")
-            items = list(transitions)
-        for i, item in enumerate(items):
-            target = repeated.add()
-            if isinstance(item, Message):
-                target.CopyFrom(item)
-                continue
-            if not isinstance(item, Mapping):
-                raise TypeError(f"{what}.transitions[{i}] must be a dict or a message.")
-            values = dict(item)
-            values.setdefault("timestamp", self.timestamp_ns)
-            fill_message(target, values, what=f"{what}.transitions[{i}]")
-
-    def merge_data(self, other: Message) -> None:
-        getattr(self._payload, self.TRANSITIONS_FIELD).extend(
-            getattr(other, self.TRANSITIONS_FIELD)
-        )
-
-
-class _TaskAttemptEvent(RayEventBase):
-    """Task events: the entity is the task attempt (task id + attempt number)."""
-
-    __slots__ = ()
-    REQUIRED_FIELDS = ("task_id",)
-    ATTEMPT_FIELD: ClassVar[str] = "task_attempt"
-
-    @property
-    def entity_id(self) -> bytes:
-        p: Any = self._payload
-        return _task_entity(p.task_id, getattr(p, self.ATTEMPT_FIELD))
-
 
 # --- task events -------------------------------------------------------------------------
 
@@ -154,6 +66,10 @@ class RayTaskLifecycleEvent(_TaskAttemptEvent, _LifecycleEvent):
         for fd, value in other.ListFields():
             if fd.name == "state_transitions":
                 mine.state_transitions.extend(value)
+            elif fd.name == "task_log_info":
+                # Every TaskLogInfo field has presence: a later update sets only what it knows
+                # (e.g. the end offsets), so merging keeps the earlier files and start offsets.
+                mine.task_log_info.MergeFrom(value)
             elif fd.message_type is not None:
                 getattr(mine, fd.name).CopyFrom(value)
             else:
@@ -288,7 +204,11 @@ class RayPlacementGroupLifecycleEvent(_LifecycleEvent):
 
 @final
 class RaySubmissionJobDefinitionEvent(_SingleIdEvent):
-    """SUBMISSION_JOB_DEFINITION_EVENT (entity: submission id, a string)."""
+    """SUBMISSION_JOB_DEFINITION_EVENT (entity: submission id, a string); never merged.
+
+    Ray 2.60 builds it in Python (``CreatePythonRayEvent``), and Python-created events are never
+    grouped: two definitions of one submission id are both exported.
+    """
 
     __slots__ = ()
     EVENT_TYPE = _E.SUBMISSION_JOB_DEFINITION_EVENT
@@ -297,11 +217,12 @@ class RaySubmissionJobDefinitionEvent(_SingleIdEvent):
     DEFAULT_SOURCE_TYPE = _E.JOBS
     ENTITY_FIELD = "submission_id"
     REQUIRED_FIELDS = ("submission_id",)
+    SUPPORTS_MERGE = False
 
 
 @final
 class RaySubmissionJobLifecycleEvent(_LifecycleEvent):
-    """SUBMISSION_JOB_LIFECYCLE_EVENT (entity: submission id).
+    """SUBMISSION_JOB_LIFECYCLE_EVENT (entity: submission id); never merged, like the definition.
 
     The transition's own ``message`` field is passed as ``state_message=`` because ``message``
     is the event's base field.
@@ -314,6 +235,7 @@ class RaySubmissionJobLifecycleEvent(_LifecycleEvent):
     DEFAULT_SOURCE_TYPE = _E.JOBS
     ENTITY_FIELD = "submission_id"
     REQUIRED_FIELDS = ("submission_id",)
+    SUPPORTS_MERGE = False
     TRANSITION_ALIASES = {"state_message": "message"}
 
 

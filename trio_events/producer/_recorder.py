@@ -27,7 +27,7 @@ from trio_events.producer._client import (
     ExportError,
     RetryableExportError,
 )
-from trio_events.producer._ring import EventRing, ExportBatch, RecorderStatistics
+from trio_events.producer._ring import EventRing, ExportBatch, RecorderRing, RecorderStatistics
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
@@ -139,7 +139,9 @@ class RayEventRecorder:
         node_id: bytes,
         metrics: Metrics | None = None,
         rand: Callable[[], float] = random.random,
+        ring: RecorderRing | None = None,
     ) -> None:
+        """``ring`` replaces the generic ring with another policy (TaskEventRecorder's)."""
         if not isinstance(node_id, bytes):
             raise TypeError(
                 f"node_id must be bytes (a 28-byte NodeID), got {type(node_id).__name__}."
@@ -149,7 +151,11 @@ class RayEventRecorder:
         self._client = client
         self._node_id = node_id
         self._rand = rand
-        self._ring = EventRing(config.max_queued_events, source=config.source, metrics=metrics)
+        self._ring: RecorderRing = (
+            EventRing(config.max_queued_events, source=config.source, metrics=metrics)
+            if ring is None
+            else ring
+        )
         self._m_latency = metrics.recorder_export_latency
         self._export_lock = trio.Lock()
         # Adaptive request size: halved on backpressure, doubled back on success.
@@ -181,6 +187,10 @@ class RayEventRecorder:
             message = messages.add()
             event.serialize_into(message)
             message.node_id = node_id  # the recorder stamps it, overriding the event (Ray #59242)
+        if batch.dropped_task_attempts:
+            dropped = request.events_data.task_events_metadata.dropped_task_attempts
+            for task_id, attempt in batch.dropped_task_attempts:
+                dropped.add(task_id=task_id, attempt_number=attempt)
         return request
 
     async def _export_once(self, *, deadline: float = math.inf) -> tuple[ExportError | None, int]:
@@ -193,9 +203,13 @@ class RayEventRecorder:
         async with self._export_lock:
             budget = self._ring.buffered
             sent = 0
-            while sent < budget:
+            # Dropped task attempts are reported even when no event is buffered (Ray's
+            # metadata-only send), once per export.
+            metadata = self._ring.has_metadata
+            while sent < budget or metadata:
+                metadata = False
                 batch = self._ring.take(self._request_events, self._config.max_request_bytes)
-                if not batch.events:
+                if not batch.events and not batch.dropped_task_attempts:
                     break
                 error = await self._send(batch, deadline)
                 if error is not None:
@@ -373,7 +387,9 @@ class RayEventRecorder:
         deadline = trio.current_time() + timeout
         try:
             with trio.move_on_at(deadline):
-                while self._ring.buffered and trio.current_time() < deadline:
+                while (
+                    self._ring.buffered or self._ring.has_metadata
+                ) and trio.current_time() < deadline:
                     error, count = await self._export_once(deadline=deadline)
                     if error is not None:
                         await trio.sleep(self._retry_delay(error, count))

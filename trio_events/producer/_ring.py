@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Protocol, final
 
 import attrs
 
@@ -50,10 +50,40 @@ class RecorderStatistics:
 @final
 @attrs.frozen
 class ExportBatch:
-    """What one export sends: merged events in order, and how many recorded events they hold."""
+    """What one export sends: merged events in order, and how many recorded events they hold.
+
+    ``dropped_task_attempts`` (task id, attempt number) go in the request's
+    ``task_events_metadata``; only the task-event ring (``_task_ring``) reports any.
+    """
 
     events: list[RayEventBase]
     count: int
+    dropped_task_attempts: tuple[tuple[bytes, int], ...] = ()
+
+
+class RecorderRing(Protocol):
+    """What RayEventRecorder needs from its synchronous core (EventRing, TaskEventRing)."""
+
+    @property
+    def buffered(self) -> int: ...
+    @property
+    def consecutive_failures(self) -> int: ...
+    @property
+    def has_metadata(self) -> bool:
+        """Whether something must be sent even with no event buffered (dropped attempts)."""
+        ...
+
+    def add(self, event: RayEventBase) -> None: ...
+    def add_many(self, events: Iterable[RayEventBase]) -> None: ...
+    def close(self) -> None: ...
+    def take(self, max_events: int | None = None, max_bytes: int | None = None) -> ExportBatch: ...
+    def exported(self, batch: ExportBatch) -> None: ...
+    def failed(self, batch: ExportBatch, error: ExportError) -> None: ...
+    def refused_as_too_big(self, batch: ExportBatch) -> None: ...
+    def interrupted(self, batch: ExportBatch) -> None: ...
+    def drop_all(self, reason: str) -> int: ...
+    def take_unlogged_drops(self) -> dict[str, int]: ...
+    def statistics(self) -> RecorderStatistics: ...
 
 
 # Bytes a serialized RayEvent needs besides its payload: 28-byte event and node ids with their
@@ -146,6 +176,10 @@ class EventRing:
     @property
     def consecutive_failures(self) -> int:
         return self._consecutive_failures
+
+    @property
+    def has_metadata(self) -> bool:
+        return False
 
     def take(self, max_events: int | None = None, max_bytes: int | None = None) -> ExportBatch:
         """What is buffered, merged by ``merge_key`` (first-occurrence order), now in flight.
