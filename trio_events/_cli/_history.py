@@ -1,6 +1,6 @@
 """The ``history`` sub-command: serve a store's history (state API, page, Chrome trace).
 
-``trio-events history --db PATH [--listen HOST:PORT]`` serves until Ctrl+C;
+``trio-events history --store PATH|URL [--listen HOST:PORT]`` serves until Ctrl+C;
 ``--chrome-trace FILE [--job ID] [--session NAME]`` writes a trace and exits instead.
 """
 
@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import orjson
 import trio
 
-from trio_events._cli._sink import DEFAULT_DB, parse_listen
+from trio_events._cli._sink import add_store_argument, parse_listen
+from trio_events.store._backend import StoreUnavailableError, describe, is_postgres
 from trio_events.store._chrome_trace import chrome_trace, job_attempts
 from trio_events.store._history_index import HistoryIndex
 from trio_events.store._history_server import DEFAULT_PORT, HistoryConfig, HistoryServer
@@ -25,9 +26,7 @@ if TYPE_CHECKING:
 
 
 def add_history_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db", default=DEFAULT_DB, metavar="PATH", help=f"event store file (default {DEFAULT_DB})"
-    )
+    add_store_argument(parser)
     parser.add_argument(
         "--listen",
         type=parse_listen,
@@ -56,7 +55,7 @@ def add_history_arguments(parser: argparse.ArgumentParser) -> None:
 def _write_trace(args: argparse.Namespace) -> int:
     try:
         index = HistoryIndex(args.db)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, StoreUnavailableError) as exc:
         print(f"trio-events history: {exc}", file=sys.stderr)
         return 1
     try:
@@ -84,7 +83,7 @@ async def run_history(
     if args.chrome_trace:
         return _write_trace(args)
     host, port = args.listen
-    db = str(await trio.Path(args.db).absolute())
+    db = args.db if is_postgres(args.db) else str(await trio.Path(args.db).absolute())
     server = HistoryServer(HistoryConfig(db, host, port, args.refresh))
     shown = f"[{host}]" if host and ":" in host else (host or "0.0.0.0")
     failures: list[str] = []
@@ -92,7 +91,7 @@ async def run_history(
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
-                print(f"Reading {db} ...", flush=True)
+                print(f"Reading {describe(db)} ...", flush=True)
                 bound = await nursery.start(server.run)
                 events = server.index.history.events
                 print(f"History of {events:,} events at http://{shown}:{bound}/", flush=True)
@@ -101,7 +100,7 @@ async def run_history(
                 )
                 print("Press Ctrl+C to stop.", flush=True)
                 task_status.started(bound)
-    except* (FileNotFoundError, ValueError, sqlite3.Error) as group:
+    except* (FileNotFoundError, ValueError, sqlite3.Error, StoreUnavailableError) as group:
         failures += [str(exc) for exc in group.exceptions]
     except* OSError as group:
         failures += [f"cannot serve on {shown}:{port}: {exc}" for exc in group.exceptions]

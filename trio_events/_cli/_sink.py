@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from trio_events._http_server import DEFAULT_MAX_BODY_BYTES
+from trio_events.store._backend import StoreUnavailableError, describe, is_postgres
 from trio_events.store._collector import Collector, CollectorConfig
 from trio_events.store._query import (
     counts,
@@ -80,8 +81,12 @@ def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="address to receive POSTed events on (default 127.0.0.1:8084; port 0 picks one)",
     )
+    add_store_argument(parser)
     parser.add_argument(
-        "--db", default=DEFAULT_DB, metavar="PATH", help=f"event store file (default {DEFAULT_DB})"
+        "--retention",
+        type=parse_duration,
+        metavar="DURATION",
+        help="delete sessions whose last event arrived longer ago (e.g. 30d, 12h; at least 1m)",
     )
     parser.add_argument(
         "--max-body-bytes",
@@ -92,13 +97,49 @@ def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_store_argument(parser: argparse.ArgumentParser, default: object = DEFAULT_DB) -> None:
+    """``--store`` (alias ``--db``): an SQLite file, or ``postgresql://USER@HOST:PORT/DB``."""
+    parser.add_argument(
+        "--store",
+        "--db",
+        dest="db",
+        default=default,
+        metavar="PATH|URL",
+        help=f"event store: an SQLite file (default {DEFAULT_DB}) or postgresql://USER@HOST/DB",
+    )
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: str) -> float:
+    """``90s``, ``30m``, ``12h``, ``30d``, ``2w`` (or plain seconds) in seconds, at least 60."""
+    text = value.strip().lower()
+    unit = _UNITS.get(text[-1:], 0)
+    try:
+        seconds = float(text[:-1] if unit else text) * (unit or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a duration; write it like 30d, 12h, 30m or 90s"
+        ) from None
+    if seconds < 60:
+        raise argparse.ArgumentTypeError(f"{value!r} is too short; keep at least 1m of events")
+    return seconds
+
+
+async def _store_name(db: str) -> str:
+    return db if is_postgres(db) else str(await trio.Path(db).absolute())
+
+
 async def run_collect(
     args: argparse.Namespace, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> int:
     """Run a collector until SIGINT, SIGTERM or cancellation; ``started()`` gets the port."""
     host, port = args.listen
-    db_path = str(await trio.Path(args.db).absolute())
-    collector = Collector(CollectorConfig(db_path, host, port, args.max_body_bytes))
+    db_path = await _store_name(args.db)
+    retention = getattr(args, "retention", None)
+    collector = Collector(CollectorConfig(db_path, host, port, args.max_body_bytes, retention))
+    shown_store = describe(db_path)
     started = False
     failure = ""
     try:
@@ -108,9 +149,9 @@ async def run_collect(
                 bound_port = await nursery.start(collector.run)
                 started = True
                 print(f"Listening on http://{_show_host(host)}:{bound_port}/ (POST to any path).")
-                print(f"Storing events in {db_path}; press Ctrl+C to stop.", flush=True)
+                print(f"Storing events in {shown_store}; press Ctrl+C to stop.", flush=True)
                 task_status.started(bound_port)
-    except* (OSError, sqlite3.Error, ValueError) as group:
+    except* (OSError, sqlite3.Error, ValueError, StoreUnavailableError) as group:
         if started:
             raise
         failure = "; ".join(str(exc) for exc in group.exceptions)
@@ -124,7 +165,9 @@ async def run_collect(
             )
     if failure:
         where = f"{_show_host(host)}:{port}"
-        print(f"Cannot start the collector on {where} with {db_path}: {failure}.", file=sys.stderr)
+        print(
+            f"Cannot start the collector on {where} with {shown_store}: {failure}.", file=sys.stderr
+        )
         return 1
     return 0
 
@@ -146,9 +189,7 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
 
     ``--db`` and ``--json`` may also follow the question.
     """
-    parser.add_argument(
-        "--db", default=DEFAULT_DB, metavar="PATH", help=f"event store file (default {DEFAULT_DB})"
-    )
+    add_store_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     questions = parser.add_subparsers(dest="question", metavar="QUESTION")
     asked = [
@@ -172,7 +213,7 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
     recent_parser.add_argument("--limit", type=_positive_int, default=20, metavar="N")
     for sub in asked:
         # Also accepted after the question; SUPPRESS keeps a value given before it.
-        sub.add_argument("--db", default=argparse.SUPPRESS, metavar="PATH", help="as above")
+        add_store_argument(sub, default=argparse.SUPPRESS)
         sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="as above")
 
 
@@ -204,7 +245,7 @@ def run_query(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    except ValueError as exc:
+    except (ValueError, StoreUnavailableError) as exc:
         print(exc, file=sys.stderr)
         return 1
     except sqlite3.Error as exc:

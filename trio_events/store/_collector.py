@@ -13,7 +13,9 @@ retry after a lost reply), which is how at-least-once delivery becomes exactly-o
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 import zlib
 from typing import Final, NoReturn, final
 
@@ -23,31 +25,38 @@ import trio
 import zstandard
 
 from trio_events._http_server import DEFAULT_MAX_BODY_BYTES, Request, Response, serve_http
-from trio_events.store._sqlite import EventStore, InvalidEventError
+from trio_events.store._backend import Store, StoreUnavailableError, open_store
+from trio_events.store._sqlite import InvalidEventError
 
 # zstd can expand about 32768-fold (an RLE block: 4 bytes in, 128 KiB out), and its streaming
 # decompressor has no output limit, so input is fed in pieces small enough that one piece cannot
 # overshoot the remaining budget by more than about this much.
 _ZSTD_MAX_RATIO: Final = 32 * 1024
 _ZSTD_MIN_PIECE: Final = 64
+# What a 503 asks the sender to wait when the store (PostgreSQL) is unreachable.
+RETRY_AFTER_SECONDS: Final = 2
 
 
 @final
 @attrs.frozen
 class CollectorConfig:
     """Where the collector listens and stores. ``max_body_bytes`` bounds a body both as received
-    and after decompression."""
+    and after decompression. ``db_path`` is an SQLite path or a ``postgresql://`` URL;
+    ``retention`` (seconds), when set, deletes sessions whose last event arrived longer ago."""
 
     db_path: str = attrs.field(converter=os.fspath)
     host: str | None = "127.0.0.1"
     port: int = 8084
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    retention: float | None = None
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, not {self.port}.")
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be at least 1, not {self.max_body_bytes}.")
+        if self.retention is not None and self.retention < 60:
+            raise ValueError(f"retention must be at least 60 seconds, not {self.retention}.")
 
 
 @final
@@ -59,6 +68,7 @@ class CollectorStatistics:
     duplicates: int
     rejected_requests: int
     accepted_requests: int
+    unavailable_requests: int = 0  # answered 503: the store could not be reached
 
 
 @final
@@ -76,12 +86,14 @@ class Collector:
 
     def __init__(self, config: CollectorConfig) -> None:
         self._config = config
-        self._store: EventStore | None = None
+        self._store: Store | None = None
+        self.pruned_sessions = 0
         self._running = False
         self._accepted = 0
         self._duplicates = 0
         self._rejected_requests = 0
         self._accepted_requests = 0
+        self._unavailable_requests = 0
 
     @property
     def config(self) -> CollectorConfig:
@@ -93,6 +105,7 @@ class Collector:
             duplicates=self._duplicates,
             rejected_requests=self._rejected_requests,
             accepted_requests=self._accepted_requests,
+            unavailable_requests=self._unavailable_requests,
         )
 
     async def run(
@@ -103,20 +116,33 @@ class Collector:
             raise RuntimeError("This Collector is already running; create one per server.")
         self._running = True
         config = self._config
-        self._store = await trio.to_thread.run_sync(EventStore, config.db_path)
+        self._store = await open_store(config.db_path)
         try:
-            await serve_http(
-                self.handle,
-                config.host,
-                config.port,
-                task_status=task_status,
-                max_body_bytes=config.max_body_bytes,
-            )
+            async with trio.open_nursery() as nursery:
+                if config.retention is not None:
+                    nursery.start_soon(self._prune_forever, self._store, config.retention)
+                await serve_http(
+                    self.handle,
+                    config.host,
+                    config.port,
+                    task_status=task_status,
+                    max_body_bytes=config.max_body_bytes,
+                )
         finally:
             store, self._store = self._store, None
             # Closing waits for an in-flight insert to finish; that is bounded, so it is shielded.
             with trio.CancelScope(shield=True):
                 await store.aclose()
+
+    async def _prune_forever(self, store: Store, retention: float) -> NoReturn:
+        """Delete sessions older than ``retention`` now and then (every collector may; the
+        store makes concurrent pruning safe). An unreachable store is tried again next time."""
+        while True:
+            cutoff = time.time_ns() - int(retention * 1e9)
+            # An unreachable store is tried again next round; ingestion answers 503 meanwhile.
+            with contextlib.suppress(StoreUnavailableError):
+                self.pruned_sessions += await store.prune(cutoff)
+            await trio.sleep(min(retention / 10, 3600.0))
 
     async def handle(self, request: Request) -> Response:
         """Answer one request (public so it can be mounted in another server)."""
@@ -146,6 +172,12 @@ class Collector:
         except InvalidEventError as exc:
             self._rejected_requests += 1
             return Response.text(400, str(exc))
+        except StoreUnavailableError as exc:
+            # Not stored, not acknowledged: the sender keeps the batch and retries after this.
+            self._unavailable_requests += 1
+            busy = Response.text(503, str(exc))
+            retry = ("retry-after", str(RETRY_AFTER_SECONDS))
+            return attrs.evolve(busy, headers=(*busy.headers, retry))
         self._accepted += inserted
         self._duplicates += duplicates
         self._accepted_requests += 1

@@ -232,6 +232,36 @@ class EventStore:
         """:meth:`insert_batch_sync` in a worker thread; see the class docstring for why."""
         return await trio.to_thread.run_sync(self.insert_batch_sync, events, limiter=self._limiter)
 
+    def prune_sync(self, older_than_ns: int) -> int:
+        """Delete the sessions whose newest event arrived before ``older_than_ns``; how many."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            old = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT session_name FROM events GROUP BY session_name "
+                    "HAVING max(received_ns) < ?",
+                    (older_than_ns,),
+                )
+            ]
+            for name in old:
+                conn.execute(
+                    "DELETE FROM transitions WHERE event_id IN "
+                    "(SELECT event_id FROM events WHERE session_name = ?)",
+                    (name,),
+                )
+                conn.execute("DELETE FROM events WHERE session_name = ?", (name,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return len(old)
+
+    async def prune(self, older_than_ns: int) -> int:
+        """:meth:`prune_sync` in a worker thread, one call at a time with inserts."""
+        return await trio.to_thread.run_sync(self.prune_sync, older_than_ns, limiter=self._limiter)
+
     def count_sync(self) -> int:
         return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
 
