@@ -4,7 +4,7 @@
 and we are root, ``apt-get install -y postgresql`` installs them; otherwise the session fails with
 one sentence saying what to run. PostgreSQL refuses to run as root, so as root the cluster runs
 as the ``postgres`` user (created by the package) through ``runuser``, on a directory given to it.
-The server listens on 127.0.0.1 and a free port, with fsync off (a test cluster is disposable).
+The server listens on 127.0.0.1 and a free port, with fsync off unless asked (a test cluster is disposable).
 """
 
 from __future__ import annotations
@@ -55,7 +55,11 @@ def free_port() -> int:
 class Cluster:
     """One PostgreSQL server; :meth:`new_database` gives each test a database of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, crash_safe: bool = False, fsync: bool = False) -> None:
+        # crash_safe: commits reach the WAL before they return, so a killed server keeps them
+        # (with fsync off the operating system still has the data; the benchmark turns it on).
+        self._synchronous_commit = "on" if crash_safe else "off"
+        self._fsync = "on" if fsync else "off"
         self.bin = server_binaries()
         self.dir = Path(tempfile.mkdtemp(prefix="trio-events-pg-"))
         self.data = self.dir / "data"
@@ -78,13 +82,15 @@ class Cluster:
 
     def start(self) -> None:
         options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync={self._fsync} "
+            f"-c synchronous_commit={self._synchronous_commit} "
+            f"-c full_page_writes={self._fsync} -c max_connections=200"
         )
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"),
                   "-w", "-t", "60", "start")  # fmt: skip
 
     def stop(self) -> None:
+        """Stop as a crash would (immediate mode: no checkpoint, processes killed)."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     def url(self, database: str = "postgres") -> str:
