@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests import ray_event_samples as s
+from trio_events.store._history_reconcile import reconcile
 from trio_events.store._history_state import ClusterHistory
 
 T = "2025-10-24T21:12:{:02d}.{:03d}Z"
@@ -66,7 +68,7 @@ def fold(events: list[dict[str, Any]]) -> ClusterHistory:
     history = ClusterHistory()
     for event in events:
         history.apply(event, event.get("eventType") or event["event_type"])
-    history.reconcile()
+    reconcile(history)
     return history
 
 
@@ -234,3 +236,97 @@ def test_an_actor_task_is_named_after_its_actors_repr_as_in_ray() -> None:
     running["taskLifecycleEvent"]["actorReprName"] = "Trainer(rank=0)"
     history = fold([definition, running])
     assert task_name(history.tasks[(s.SESSION, s.TASK_ID.hex(), 0)]) == "Trainer(rank=0).step"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+PAYLOAD_KEYS = [
+    "taskLifecycleEvent", "taskDefinitionEvent", "actorTaskDefinitionEvent", "taskProfileEvents",
+    "actorLifecycleEvent", "nodeLifecycleEvent", "workerLifecycleEvent", "driverJobLifecycleEvent",
+    "placementGroupDefinitionEvent", "submissionJobLifecycleEvent",
+]  # fmt: skip
+FIELD_NAMES = [
+    "taskId", "taskAttempt", "stateTransitions", "state", "timestamp", "nodeId", "workerId",
+    "rayErrorInfo", "errorMessage", "jobId", "taskFunc", "profileEvents", "events", "deathInfo",
+    "actorId", "bundles", "taskLogInfo", "actorReprName",
+]  # fmt: skip
+
+
+EVENT_TYPES = [
+    "TASK_LIFECYCLE_EVENT", "TASK_DEFINITION_EVENT", "ACTOR_TASK_DEFINITION_EVENT",
+    "TASK_PROFILE_EVENT", "ACTOR_LIFECYCLE_EVENT", "ACTOR_DEFINITION_EVENT", "NODE_LIFECYCLE_EVENT",
+    "WORKER_LIFECYCLE_EVENT", "WORKER_DEFINITION_EVENT", "PLACEMENT_GROUP_DEFINITION_EVENT",
+    "SUBMISSION_JOB_LIFECYCLE_EVENT", "FROM_A_NEWER_RAY",
+]  # fmt: skip
+ODD_EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(PAYLOAD_KEYS),
+        st.dictionaries(st.sampled_from(FIELD_NAMES), JSON, max_size=6),
+        st.sampled_from(EVENT_TYPES),
+    ),
+    max_size=6,
+)
+
+
+def odd_events(items: list[tuple[str, dict[str, Any], str]]) -> list[dict[str, Any]]:
+    events = []
+    for n, (key, payload, event_type) in enumerate(items):
+        event = s.base_event(n + 1, event_type, T.format(n % 60, 0))
+        event[key] = payload
+        events.append(event)
+    return events
+
+
+@settings(max_examples=300, deadline=None)
+@given(ODD_EVENTS)
+def test_odd_json_folds_without_raising(items: list[tuple[str, dict[str, Any], str]]) -> None:
+    from trio_events.store._history_index import task_name
+    from trio_events.store._history_rows import profiling_data
+
+    history = fold(odd_events(items))  # must not raise
+    for attempt in history.tasks.values():
+        assert isinstance(task_name(attempt), str)
+        assert isinstance(profiling_data(attempt), dict)
+        assert isinstance(attempt.state, str)
+    for table in history.entities.values():
+        for entity in table.values():
+            assert isinstance(entity.history(), list)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ODD_EVENTS)
+def test_odd_json_is_answered_by_every_endpoint_and_page(
+    tmp_path_factory: pytest.TempPathFactory, items: list[tuple[str, dict[str, Any], str]]
+) -> None:
+    import orjson
+
+    from trio_events.store._chrome_trace import chrome_trace, job_attempts
+    from trio_events.store._history_api import answer
+    from trio_events.store._history_index import HistoryIndex
+    from trio_events.store._history_page import render_home, render_job, render_session
+    from trio_events.store._sqlite import EventStore
+
+    path = tmp_path_factory.mktemp("odd") / "events.db"
+    with EventStore(path) as store:
+        store.insert_batch_sync(odd_events(items))
+    index = HistoryIndex(path)
+    try:
+        index.refresh()
+        session = index.latest_session()
+        for resource in ("tasks", "actors", "nodes", "workers", "placement_groups", "jobs",
+                         "tasks/summarize", "actors/summarize"):  # fmt: skip
+            status, body = answer(index, session, f"/api/v0/{resource}", "detail=true")
+            assert status == 200
+            assert orjson.loads(body)["result"] is True
+        assert isinstance(chrome_trace(index, job_attempts(index, session, None)), list)
+        render_home(index)
+        if session is not None:
+            render_session(index, session)
+            render_job(index, session, s.JOB_ID.hex(), "state=FAILED")
+    finally:
+        index.close()

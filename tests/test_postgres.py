@@ -159,10 +159,10 @@ def test_history_reader_picks_up_a_write_that_commits_late(pg_url: str) -> None:
                 "json) VALUES ('\\x01', 'LATE', '', '', '', '', '', '', '', '', 1, '{}')"
             )
             store.insert_batch_sync(batch(2, 1))  # ... while a later one commits.
-            assert [t for t, _ in reader.read_new(100)] == ["TASK_LIFECYCLE_EVENT"]
+            assert [row[0] for row in reader.read_new(100)] == ["TASK_LIFECYCLE_EVENT"]
             assert reader.read_new(100) == []
             slow.commit()
-        assert [t for t, _ in reader.read_new(100)] == ["LATE"]  # found on the next look
+        assert [row[0] for row in reader.read_new(100)] == ["LATE"]  # found on the next look
         assert reader.read_new(100) == []
         assert reader.read_new(100) == []
         reader.close()

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 _SCHEMES: Final = ("postgresql://", "postgres://")
 
 
+# What the history index reads of each new event: (event_type, session_name, timestamp_ns, json).
+NewEvent = tuple[str, str, int | None, str]
+NEW_EVENT_COLUMNS: Final = "event_type, session_name, timestamp_ns, json"
+
+
 class StoreUnavailableError(Exception):
     """The store cannot be reached now (a database down, a timeout); retrying later may work.
 
@@ -54,8 +59,8 @@ class Reader(Protocol):
         """Rows of ``sql`` written with ``?`` placeholders."""
         ...
 
-    def read_new(self, limit: int) -> list[tuple[str, str]]:
-        """Up to ``limit`` ``(event_type, json)`` not handed out before, in append order."""
+    def read_new(self, limit: int) -> list[NewEvent]:
+        """Up to ``limit`` events not handed out before, in append order."""
         ...
 
     def close(self) -> None: ...
@@ -110,14 +115,14 @@ class SqliteReader:
     def fetchall(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, params).fetchall()
 
-    def read_new(self, limit: int) -> list[tuple[str, str]]:
+    def read_new(self, limit: int) -> list[NewEvent]:
         rows = self._conn.execute(
-            "SELECT rowid, event_type, json FROM events WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            f"SELECT rowid, {NEW_EVENT_COLUMNS} FROM events WHERE rowid > ? ORDER BY rowid LIMIT ?",
             (self._last_rowid, limit),
         ).fetchall()
         if rows:
             self._last_rowid = rows[-1][0]
-        return [(event_type, json_text) for _, event_type, json_text in rows]
+        return [row[1:] for row in rows]
 
     def close(self) -> None:
         self._conn.close()

@@ -23,6 +23,7 @@ import attrs
 import orjson
 
 from trio_events.store._backend import Reader, open_reader
+from trio_events.store._history_reconcile import reconcile
 from trio_events.store._history_state import ClusterHistory, Entity, TaskAttempt
 
 if TYPE_CHECKING:
@@ -142,8 +143,8 @@ class HistoryIndex:
                 break
             apply = self.history.apply
             loads = orjson.loads
-            for event_type, json_text in rows:
-                apply(loads(json_text), event_type)
+            for event_type, session, stamp, json_text in rows:
+                apply(loads(json_text), event_type, session=session, stamp=stamp)
             read += len(rows)
         if read or not self.generation:
             self._rebuild()
@@ -154,7 +155,7 @@ class HistoryIndex:
 
     def _rebuild(self) -> None:
         history = self.history
-        history.reconcile()
+        reconcile(history)
         for attempt in history.tasks.values():
             attempt.display_name = _task_name(attempt)
         tasks = sorted(history.tasks.values(), key=lambda a: (a.task_id, a.attempt, a.session))

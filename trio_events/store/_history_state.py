@@ -15,7 +15,7 @@ The current state is then derived, not stored: for a task a terminal state wins 
 ``FINISHED``), otherwise the latest state by time (by Ray's enum order on a tie). Entities are
 kept apart per Ray session (``session_name``), so one store can hold many clusters.
 
-:meth:`ClusterHistory.reconcile` then settles what the events left open (see docs/history.md):
+:func:`._history_reconcile.reconcile` then settles what the events left open (docs/history.md):
 a task attempt that never reached a terminal state although its worker died, its node died or its
 job finished is shown ``FAILED`` with the reason, the way Ray's GCS marks such tasks; an actor
 whose node died or whose job finished is shown ``DEAD``.
@@ -23,6 +23,7 @@ whose node died or whose job finished is shown ``DEAD``.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Final, final
 
 from trio_events.store._ray_json import (
@@ -207,15 +208,15 @@ class TaskAttempt:
             if known is None or ts < known:
                 self.states[state] = ts
             latest = max(latest, ts)
-        node = id_hex(field(payload, "node_id"))
+        node = _hex(field(payload, "node_id"))
         if node:
-            worker = id_hex(field(payload, "worker_id"))
+            worker = _hex(field(payload, "worker_id"))
             evidence = (latest, node + worker)
             if evidence > self.evidence:
                 self.evidence = evidence
                 self.node_id, self.worker_id = node, worker
                 self.worker_pid = integer(payload, "worker_pid") or self.worker_pid
-        self.job_id = self.job_id or id_hex(field(payload, "job_id"))
+        self.job_id = self.job_id or _hex(field(payload, "job_id"))
         info = child(payload, "ray_error_info")
         if info is not None:
             candidate = (text(info, "error_type"), text(info, "error_message"))
@@ -303,12 +304,32 @@ _LIFECYCLES: Final = {
         "submission_id",
     ),
 }
+_TASK_PAYLOADS: Final = {
+    "TASK_LIFECYCLE_EVENT": "task_lifecycle_event",
+    "TASK_DEFINITION_EVENT": "task_definition_event",
+    "ACTOR_TASK_DEFINITION_EVENT": "actor_task_definition_event",
+}
+
+
+def _hex(value: object) -> str:
+    """:func:`id_hex`, remembered: node, worker, job and task ids repeat across events."""
+    return _hex_text(value) if isinstance(value, str) else ""
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _hex_text(value: str) -> str:
+    return id_hex(value)
+
+
 KINDS: Final = ("actor", "job", "node", "worker", "placement_group", "submission_job")
 
 
 @final
 class ClusterHistory:
-    """Every entity of every session, folded from events given in any order."""
+    """Every entity of every session, folded from events given in any order.
+
+    :func:`~trio_events.store._history_reconcile.reconcile` settles what the events left open.
+    """
 
     def __init__(self) -> None:
         self.tasks: dict[tuple[str, str, int], TaskAttempt] = {}
@@ -335,11 +356,24 @@ class ClusterHistory:
             found = table[key] = Entity(kind, session, entity_id)
         return found
 
-    def apply(self, event: JsonObject, event_type: str) -> None:
-        """Fold one event (Ray's JSON, either key style) into the history."""
-        session = self._intern(text(event, "session_name"))
+    def apply(
+        self,
+        event: JsonObject,
+        event_type: str,
+        *,
+        session: str | None = None,
+        stamp: int | None = None,
+    ) -> None:
+        """Fold one event (Ray's JSON, either key style) into the history.
+
+        ``session`` and ``stamp`` (the event's session name and time in ns), when the caller
+        has them already (the store keeps both as columns), spare reading them from the JSON.
+        """
+        if session is None:
+            session = text(event, "session_name")
+            stamp = timestamp_ns(field(event, "timestamp"))
+        session = self._intern(session)
         self.events += 1
-        stamp = timestamp_ns(field(event, "timestamp"))
         span = self.sessions.get(session)
         if span is None:
             self.sessions[session] = [stamp or 0, stamp or 0, 1]
@@ -348,22 +382,14 @@ class ClusterHistory:
             if stamp is not None:
                 span[0] = min(span[0], stamp) if span[0] else stamp
                 span[1] = max(span[1], stamp)
-        if event_type in (
-            "TASK_LIFECYCLE_EVENT",
-            "TASK_DEFINITION_EVENT",
-            "ACTOR_TASK_DEFINITION_EVENT",
-        ):
-            name = {
-                "TASK_LIFECYCLE_EVENT": "task_lifecycle_event",
-                "TASK_DEFINITION_EVENT": "task_definition_event",
-                "ACTOR_TASK_DEFINITION_EVENT": "actor_task_definition_event",
-            }[event_type]
+        name = _TASK_PAYLOADS.get(event_type)
+        if name is not None:
             payload = child(event, name)
             if payload is None:
                 return
             attempt = self.task(
                 session,
-                self._intern(id_hex(field(payload, "task_id"))),
+                self._intern(_hex(field(payload, "task_id"))),
                 integer(payload, "task_attempt") or 0,
             )
             if event_type == "TASK_LIFECYCLE_EVENT":
@@ -404,89 +430,6 @@ class ClusterHistory:
                 job = id_hex(field(payload, "job_id"))
                 if job:  # the lifecycle names the worker's job
                     entity.extra.setdefault("job_id", job)
-
-    def reconcile(self) -> None:
-        """Settle non-terminal tasks and live actors whose worker, node or job has ended."""
-        nodes_dead = self._ended("node", "DEAD")
-        workers_dead = self._ended("worker", "DEAD")
-        jobs_done = self._ended("job", "FINISHED")
-        for attempt in self.tasks.values():
-            attempt.reconciled, attempt.end_override = "", None
-            if attempt.terminal:
-                continue
-            causes = []
-            worker = workers_dead.get((attempt.session, attempt.worker_id))
-            if attempt.worker_id and worker is not None:
-                causes.append(
-                    (
-                        worker[0],
-                        "WORKER_DIED",
-                        (
-                            f"Worker running the task ({attempt.worker_id}) died with exit_type: "
-                            f"{worker[1] or 'UNKNOWN'} with error_message: {worker[2]}"
-                        ),
-                    )
-                )
-            node = nodes_dead.get((attempt.session, attempt.node_id))
-            if attempt.node_id and node is not None:
-                causes.append(
-                    (
-                        node[0],
-                        "NODE_DIED",
-                        (
-                            f"Task failed because the node ({attempt.node_id}) where it was "
-                            f"running died: {node[1] or 'UNKNOWN'} {node[2]}".rstrip()
-                        ),
-                    )
-                )
-            job = jobs_done.get((attempt.session, attempt.job_id))
-            if job is not None:
-                causes.append(
-                    (
-                        job[0],
-                        "WORKER_DIED",
-                        (
-                            f"Job finishes ({attempt.job_id}) as driver exits. "
-                            "Marking all non-terminal tasks as failed."
-                        ),
-                    )
-                )
-            if causes:
-                when, error_type, message = min(causes)
-                attempt.reconciled = message
-                attempt.end_override = when
-                attempt.error_type, attempt.error_message = error_type, message
-        for actor in self.entities["actor"].values():
-            actor.reconciled = None
-            last = actor.last()
-            if last is None or last.state == "DEAD":
-                continue
-            node_id = id_hex(field(last.details, "node_id"))
-            job_id = id_hex(field(actor.definition or {}, "job_id"))
-            actor_causes: list[tuple[int, str]] = []
-            node = nodes_dead.get((actor.session, node_id))
-            if node_id and node is not None:
-                actor_causes.append((node[0], f"The actor's node ({node_id}) died: {node[1]}"))
-            job = jobs_done.get((actor.session, job_id))
-            if job is not None and field(actor.definition or {}, "is_detached") is not True:
-                actor_causes.append((job[0], f"The actor's job ({job_id}) finished."))
-            if actor_causes:
-                when, reason = min(actor_causes)
-                actor.reconciled = ("DEAD", when, reason)
-
-    def _ended(self, kind: str, state: str) -> dict[Key, tuple[int, str, str]]:
-        ended: dict[Key, tuple[int, str, str]] = {}
-        for key, entity in self.entities[kind].items():
-            for transition in entity.transitions.values():
-                if transition.state != state:
-                    continue
-                death = child(transition.details, "death_info") or {}
-                reason = text(death, "exit_type") or text(death, "reason")
-                detail = text(death, "exit_detail") or text(death, "reason_message")
-                found = ended.get(key)
-                if found is None or transition.ts_ns < found[0]:
-                    ended[key] = (transition.ts_ns, reason, detail)
-        return ended
 
 
 def task_ms(attempt: TaskAttempt) -> tuple[int | None, int | None, int | None]:

@@ -36,7 +36,7 @@ import psycopg.errors
 import trio
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from trio_events.store._backend import StoreUnavailableError
+from trio_events.store._backend import NEW_EVENT_COLUMNS, NewEvent, StoreUnavailableError
 from trio_events.store._pg_schema import SCHEMA_VERSION, migrate
 from trio_events.store._sqlite import build_rows
 
@@ -337,14 +337,14 @@ class PostgresReader:
                 self._conn.close()
             raise _unavailable(self._where, exc) from None
 
-    def read_new(self, limit: int) -> list[tuple[str, str]]:
+    def read_new(self, limit: int) -> list[NewEvent]:
         if self._rescan:
             self._rescan = False
             found = self._look_for_gaps()
             if found:
                 return found
         rows = self.fetchall(
-            "SELECT seq, event_type, json FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            f"SELECT seq, {NEW_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
             (self._after, limit),
         )
         if not rows:
@@ -352,25 +352,25 @@ class PostgresReader:
             return []
         now = time.monotonic()
         expected = self._after + 1 if self._after else rows[0][0]
-        for seq, _, _ in rows:
+        for seq, *_ in rows:
             if seq - expected <= self._MAX_GAP:
                 self._gaps.update(dict.fromkeys(range(expected, seq), now))
             expected = seq + 1
         self._after = rows[-1][0]
-        return [(event_type, json_text) for _, event_type, json_text in rows]
+        return [row[1:] for row in rows]
 
-    def _look_for_gaps(self) -> list[tuple[str, str]]:
+    def _look_for_gaps(self) -> list[NewEvent]:
         deadline = time.monotonic() - self._options.reader_horizon
         self._gaps = {seq: seen for seq, seen in self._gaps.items() if seen > deadline}
         if not self._gaps:
             return []
         rows = self.fetchall(
-            "SELECT seq, event_type, json FROM events WHERE seq = ANY(?) ORDER BY seq",
+            f"SELECT seq, {NEW_EVENT_COLUMNS} FROM events WHERE seq = ANY(?) ORDER BY seq",
             (list(self._gaps),),
         )
-        for seq, _, _ in rows:
+        for seq, *_ in rows:
             del self._gaps[seq]
-        return [(event_type, json_text) for _, event_type, json_text in rows]
+        return [row[1:] for row in rows]
 
     def close(self) -> None:
         self._conn.close()
