@@ -71,11 +71,16 @@ def test_duplicates_are_stored_once_and_a_bad_batch_not_at_all(store_name: str) 
         # The same id twice in one batch is one row, one duplicate.
         again = s.task_definition(3, s.TASK_ID, 1, "c", "2025-10-24T21:12:12Z")
         assert store.insert_batch_sync([again, again]) == (1, 1)
+        twice = s.task_lifecycle(5, s.TASK_ID, 1, [("RUNNING", "2025-10-24T21:12:13Z")])
+        changed = s.task_lifecycle(5, s.TASK_ID, 1, [("FAILED", "2025-10-24T21:12:14Z")])
+        assert store.insert_batch_sync([twice, changed, twice]) == (1, 2)
         with pytest.raises(InvalidEventError, match="Event 1 has no eventId"):
             store.insert_batch_sync([s.task_definition(4, s.TASK_ID, 2, "d", "x"), {"x": 1}])
-        assert store.count_sync() == 3
+        assert store.count_sync() == 4
     finally:
         store.close()
+    states = timeline(store_name, "task", s.TASK_ID.hex(), attempt=1).transitions
+    assert [t.state for t in states] == ["RUNNING"]  # the first copy's transitions
 
 
 def test_nul_characters_are_stored(store_name: str) -> None:

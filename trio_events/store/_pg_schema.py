@@ -10,6 +10,10 @@ Columns mirror the SQLite store's (see ``_sqlite.py``) so queries read the same 
 - ``events.seq``: an identity column, the append order the history index follows (SQLite's rowid);
 - every text column is ``COLLATE "C"`` so sorting and grouping agree with SQLite's byte order
   whatever the database's locale;
+- only the indexes the queries use (every index costs each of K collectors' inserts): the
+  unique keys, ``seq`` for the history index, the entity for timelines and ``query recent``,
+  the session for retention, and on ``transitions`` the state (``query failed``) and the entity;
+  counts per type scan the table either way, as they do in SQLite;
 - ``sessions``: one row per Ray session with its first and last arrival, so ``--retention``
   finds old sessions by index and deletes them whole (version 2).
 
@@ -54,11 +58,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         json           TEXT NOT NULL
     );
     CREATE UNIQUE INDEX events_seq ON events (seq);
-    CREATE INDEX events_type ON events (event_type);
-    CREATE INDEX events_source ON events (source_type);
-    CREATE INDEX events_time ON events (timestamp_ns);
     CREATE INDEX events_session ON events (session_name);
-    CREATE INDEX events_node ON events (node_id);
     CREATE INDEX events_entity ON events (entity_kind, entity_id, entity_attempt);
     CREATE TABLE transitions (
         event_id       BYTEA NOT NULL,

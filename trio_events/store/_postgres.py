@@ -65,13 +65,17 @@ CREATE TEMP TABLE IF NOT EXISTS incoming_transitions (
     state TEXT, timestamp TEXT, timestamp_ns BIGINT
 ) ON COMMIT DELETE ROWS;
 """
-_MOVE_EVENTS: Final = (
-    f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM incoming_events i "
+# One statement: the events not stored yet (NOT EXISTS skips most duplicates cheaply and keeps
+# them from using up sequence numbers; ON CONFLICT catches the ones a concurrent transaction is
+# inserting), then the transitions of exactly those events, which therefore cannot conflict.
+_MOVE: Final = (
+    f"WITH inserted AS (INSERT INTO events ({_EVENT_COLUMNS}) "
+    f"SELECT {_EVENT_COLUMNS} FROM incoming_events i "
     "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = i.event_id) "
-    "ORDER BY ord ON CONFLICT (event_id) DO NOTHING"
-)
-_MOVE_TRANSITIONS: Final = (
-    "INSERT INTO transitions SELECT * FROM incoming_transitions ON CONFLICT DO NOTHING"
+    "ORDER BY ord ON CONFLICT (event_id) DO NOTHING RETURNING event_id), "
+    "moved AS (INSERT INTO transitions SELECT t.* FROM incoming_transitions t "
+    "JOIN inserted USING (event_id)) "
+    "SELECT count(*) FROM inserted"
 )
 # A session's last arrival is refreshed at most this often (its row is a point of contention).
 _SESSION_REFRESH_NS: Final = 10_000_000_000
@@ -201,20 +205,27 @@ class PostgresStore:
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy("COPY incoming_events FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(_EVENT_TYPES)
+                unclean = []
                 for ordinal, row in enumerate(event_rows):
                     if "\\u0000" in row[-1]:  # type: ignore[operator]
                         row = _clean(row)
+                        unclean.append(ordinal)
                     copy.write_row((ordinal, *row))
+            for ordinal in unclean:
+                transition_rows[ordinal] = [_clean(t) for t in transition_rows[ordinal]]
             if any(transition_rows):
                 with cur.copy("COPY incoming_transitions FROM STDIN (FORMAT BINARY)") as copy:
                     copy.set_types(_TRANSITION_TYPES)
-                    for per_event in transition_rows:
+                    write = copy.write_row
+                    seen: set[object] = set()
+                    for row, per_event in zip(event_rows, transition_rows, strict=True):
+                        if row[0] in seen:
+                            continue  # an id repeated in the batch: its first copy is stored
+                        seen.add(row[0])
                         for transition in per_event:
-                            copy.write_row(_clean(transition))
-            cur.execute(_MOVE_EVENTS.encode())
-            inserted = max(cur.rowcount, 0)
-            if any(transition_rows):
-                cur.execute(_MOVE_TRANSITIONS.encode())
+                            write(transition)
+            moved = cur.execute(_MOVE.encode()).fetchone()
+            inserted = int(moved[0]) if moved else 0
             received_ns = int(event_rows[0][14]) if event_rows else 0  # type: ignore[call-overload]
             names = sorted({str(row[6]) for row in event_rows})
             if names:
