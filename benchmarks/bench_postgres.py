@@ -34,6 +34,7 @@ from benchmarks._harness import PYTHON, AgentProcess, Child, wait_until
 from tests.pg import Cluster
 
 BATCH = 1000
+AGENT_EXTRA = [a for a in __import__("os").environ.get("BENCH_PG_AGENT_ARGS", "").split() if a]
 
 
 # --- the load client (a child process) -------------------------------------------------------
@@ -67,6 +68,52 @@ async def _send(
     return {"events": len(pool) * BATCH, "seconds": time.monotonic() - start}
 
 
+def _post(url: str, seed: int, events: int, connections: int) -> dict[str, Any]:
+    """POST ready-made JSON batches (what agents send) straight to a collector."""
+    import http.client
+    import threading
+    import urllib.parse
+
+    import orjson
+
+    from tests import ray_event_samples as samples
+
+    bodies = []
+    for first in range(0, events, BATCH):
+        batch = []
+        for n in range(first, min(events, first + BATCH)):
+            task_id = seed.to_bytes(4, "big") + n.to_bytes(8, "big") + bytes(12)
+            stamps = [("RUNNING", "2025-10-24T21:12:10Z"), ("FINISHED", "2025-10-24T21:12:11Z")]
+            event = samples.task_lifecycle(n, task_id, 0, stamps)
+            event["eventId"] = samples.b64(task_id)
+            batch.append(event)
+        bodies.append(orjson.dumps(batch))
+    print("client: ready", flush=True)
+    where = urllib.parse.urlsplit(url)
+    pending = iter(bodies)
+    lock = threading.Lock()
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(where.hostname or "", where.port, timeout=60)
+        while True:
+            with lock:
+                body = next(pending, None)
+            if body is None:
+                return
+            conn.request("POST", "/", body, {"content-type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200, response.status
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"events": events, "seconds": time.monotonic() - start}
+
+
 def sent_ids(logs: Path, name: str) -> set[bytes]:
     return {bytes.fromhex(line) for line in (logs / f"{name}.ids").read_text().split()}
 
@@ -94,7 +141,19 @@ def client(logs: Path, target: str, seed: int, events: int, name: str) -> Child:
 
 def agent(logs: Path, urls: list[str], name: str) -> AgentProcess:
     extra = [arg for url in urls[1:] for arg in ("--export-addr", url)]
-    return AgentProcess(logs, urls[0], *extra, "--max-retries", "-1", name=name)
+    # A buffer for every event: the clients send faster than the store takes, and the figure is
+    # the store's rate, not the agent's overflow policy (its drops are reported all the same).
+    return AgentProcess(
+        logs,
+        urls[0],
+        *extra,
+        "--max-retries",
+        "-1",
+        "--buffer-size",
+        "1000000",
+        *AGENT_EXTRA,
+        name=name,
+    )
 
 
 def pg_stats(url: str) -> tuple[int, int, int, int]:
@@ -120,20 +179,44 @@ def sqlite_stats(path: str) -> tuple[int, int, int, int]:
 # --- scenarios ---------------------------------------------------------------------------------
 
 
+def collectors_only(logs: Path, store: str, events: int, stats: Any) -> dict[str, Any]:
+    """2 processes POSTing JSON batches to 2 collectors: what the store side takes."""
+    sinks = [CollectorProcess(logs, store, f"pcollector{i}") for i in range(2)]
+    posters = []
+    for i, sink in enumerate(sinks):
+        argv = [PYTHON, "-m", "benchmarks.bench_postgres", "--poster", sink.url,
+                "--seed", str(i + 21), "--events", str(events)]  # fmt: skip
+        posters.append(Child(f"poster{i}", argv, logs))
+    try:
+        for poster in posters:
+            poster.expect("client: ready", timeout=300)
+        sent = sum(p.last_json()["events"] for p in posters)
+        wait_until(lambda: stats(store)[0] >= sent, 300, "every event stored", poll=0.5)
+        rows, distinct, first, last = stats(store)
+    finally:
+        for process in sinks:
+            process.stop()
+    seconds = (last - first) / 1e9
+    return {"events": rows, "distinct": distinct, "seconds": round(seconds, 2),
+            "events_per_s": round(rows / seconds) if seconds else None}  # fmt: skip
+
+
 def ingest(logs: Path, store: str, collectors: int, events: int, stats: Any) -> dict[str, Any]:
     sinks = [CollectorProcess(logs, store, f"collector{i}") for i in range(collectors)]
     agents = [agent(logs, [sinks[i % collectors].url], f"agent{i}") for i in range(2)]
     clients = [client(logs, a.target, i + 1, events, f"client{i}") for i, a in enumerate(agents)]
     try:
         sent = sum(c.last_json()["events"] for c in clients)
-        wait_until(lambda: stats(store)[0] >= sent, 600, "every event stored", poll=0.5)
+        wait_until(lambda: stats(store)[0] >= sent, 300, "every event stored", poll=0.5)
         rows, distinct, first, last = stats(store)
+        summaries = [a.shutdown()[0] for a in agents]
     finally:
         for process in (*agents, *sinks):
             process.stop()
     seconds = (last - first) / 1e9
     return {"events": rows, "distinct": distinct, "seconds": round(seconds, 2),
-            "events_per_s": round(rows / seconds) if seconds else None}  # fmt: skip
+            "events_per_s": round(rows / seconds) if seconds else None,
+            "agent_dropped": sum(s["dropped"] for s in summaries)}  # fmt: skip
 
 
 def kill_one(logs: Path, url: str, events: int) -> dict[str, Any]:
@@ -145,19 +228,18 @@ def kill_one(logs: Path, url: str, events: int) -> dict[str, Any]:
                for i, (a, seed) in enumerate(zip(agents, seeds, strict=True))]  # fmt: skip
     restarted: CollectorProcess | None = None
     try:
-        wait_until(lambda: pg_stats(url)[0] >= 2 * events // 3, 600, "a third stored", poll=0.1)
+        wait_until(lambda: pg_stats(url)[0] >= 2 * events // 3, 300, "a third stored", poll=0.1)
         victim = sinks[0]
         victim.stop(signal.SIGKILL)
         killed_at = pg_stats(url)[0]
         acknowledged = sum(c.last_json()["events"] for c in clients)
         wanted = sent_ids(logs, "kclient0") | sent_ids(logs, "kclient1")
         # Every acknowledged event reaches the store through the surviving collector...
-        wait_until(lambda: pg_stats(url)[0] >= len(wanted), 600, "all events stored", poll=0.5)
+        wait_until(lambda: pg_stats(url)[0] >= len(wanted), 300, "all events stored", poll=0.5)
         # ...and the killed collector's publishers deliver their retries once it is back.
         restarted = CollectorProcess(logs, url, "kcollector0-again", port=victim.port)
         time.sleep(5)
-        for a in agents:
-            a.shutdown()
+        summaries = [a.shutdown()[0] for a in agents]
         with psycopg.connect(url) as conn:
             stored = {bytes(r[0]) for r in conn.execute("SELECT event_id FROM events")}
         rows, distinct, _, _ = pg_stats(url)
@@ -170,6 +252,7 @@ def kill_one(logs: Path, url: str, events: int) -> dict[str, Any]:
         "rows": rows,
         "lost": len(wanted - stored),
         "duplicates": rows - distinct,
+        "agent_dropped": sum(s["dropped"] for s in summaries),
         "unexpected": len(stored - wanted),
     }
 
@@ -181,7 +264,11 @@ def main() -> None:
     parser.add_argument("--client", metavar="TARGET", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--ids-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--poster", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.poster:
+        print(json.dumps(_post(args.poster, args.seed, args.events, 2)), flush=True)
+        return
     if args.client:
         result = asyncio.run(_send(args.client, args.seed, args.events, 4, args.ids_file))
         print(json.dumps(result), flush=True)
@@ -195,6 +282,10 @@ def main() -> None:
         report["postgresql_2_collectors"] = ingest(logs, url, 2, args.events, pg_stats)
         sqlite_path = str(logs / f"bench{next(names)}.db")
         report["sqlite_1_collector"] = ingest(logs, sqlite_path, 1, args.events, sqlite_stats)
+        pg_only = collectors_only(logs, cluster.new_database(), args.events, pg_stats)
+        report["postgresql_2_collectors_no_agents"] = pg_only
+        sqlite_only = collectors_only(logs, str(logs / "bench-only.db"), args.events, sqlite_stats)
+        report["sqlite_2_collectors_no_agents"] = sqlite_only
         report["kill_one_collector"] = kill_one(logs, cluster.new_database(), args.events)
     finally:
         cluster.destroy()
