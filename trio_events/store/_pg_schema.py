@@ -12,7 +12,8 @@ Columns mirror the SQLite store's (see ``_sqlite.py``) so queries read the same 
   whatever the database's locale;
 - only the indexes the queries use (every index costs each of K collectors' inserts): the
   unique keys, ``seq`` for the history index, the entity for timelines and ``query recent``,
-  the session for retention, and on ``transitions`` the state (``query failed``) and the entity;
+  the session for retention, and on ``transitions`` the entity and, partial, the failed task
+  attempts (``query failed``: the only question by state, so the index holds only those rows);
   counts per type scan the table either way, as they do in SQLite;
 - ``sessions``: one row per Ray session with its first and last arrival, so ``--retention``
   finds old sessions by index and deletes them whole (version 2).
@@ -71,7 +72,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         timestamp_ns   BIGINT,
         PRIMARY KEY (event_id, seq)
     );
-    CREATE INDEX transitions_state ON transitions (entity_kind, state);
+    CREATE INDEX transitions_failed ON transitions (entity_id, entity_attempt, timestamp_ns)
+        WHERE entity_kind = 'task' AND state = 'FAILED';
     CREATE INDEX transitions_entity
         ON transitions (entity_kind, entity_id, entity_attempt, timestamp_ns);
     """,
