@@ -15,6 +15,8 @@ import trio
 
 from tests import ray_event_samples as s
 from tests.pg import Cluster
+from trio_events._cli._history import run_history
+from trio_events._cli._main import build_parser
 from trio_events._cli._sink import add_collect_arguments, parse_duration, run_collect
 from trio_events.store import Collector, CollectorConfig
 from trio_events.store._backend import StoreUnavailableError, describe, open_reader
@@ -77,19 +79,29 @@ async def test_unreachable_database_is_503_with_retry_after_and_recovers(nursery
         options = CollectorConfig(url, "127.0.0.1", 0)
         collector = Collector(options)
         port = await nursery.start(collector.run)
+        history_args = build_parser({}).parse_args(
+            ["history", "--store", url, "--listen", "127.0.0.1:0", "--refresh", "0"]
+        )
         async with httpx.AsyncClient(timeout=30) as client:
             assert (await post(client, port, batch(0, 10))).status_code == 200
+            history = await nursery.start(run_history, history_args)
+            tasks_url = f"http://127.0.0.1:{history}/api/v0/tasks"
+            assert (await client.get(tasks_url)).json()["data"]["result"]["total"] == 10
             await trio.to_thread.run_sync(cluster.stop)
             refused = await post(client, port, batch(10, 10))
             assert refused.status_code == 503
             assert refused.headers["retry-after"] == "2"
             assert "is unavailable" in refused.text
             assert "127.0.0.1" in refused.text
+            # The history server answers from what it has read while the database is down.
+            assert (await client.get(tasks_url)).json()["data"]["result"]["total"] == 10
             await trio.to_thread.run_sync(cluster.start)
             # The sender's retry of the refused batch is stored once the server is back.
             again = await post(client, port, batch(10, 10))
             assert again.status_code == 200, again.text
             assert again.json() == {"inserted": 10, "duplicates": 0}
+            # ... and the history server reconnects and follows.
+            assert (await client.get(tasks_url)).json()["data"]["result"]["total"] == 20
         assert count(url) == 20
         stats = collector.statistics()
         assert (stats.accepted, stats.unavailable_requests) == (20, 1)
