@@ -31,10 +31,9 @@ TRACEBACK = (
 )
 
 
-@pytest.fixture
-def store_path(tmp_path):
-    """A store holding one cluster's worth of events, inserted in awkward batches and orders."""
-    path = tmp_path / "events.db"
+def query_batches() -> list[list[dict[str, object]]]:
+    """One cluster's worth of events in awkward batches and orders (also used by
+    tests/test_store_backends.py to compare SQLite with PostgreSQL)."""
     # Task 1, attempt 0: three partial lifecycle events arrive out of order (the FAILED one
     # first), and the middle one's own transitions are out of order too, as in Ray's docs.
     failed = s.task_lifecycle(
@@ -75,8 +74,15 @@ def store_path(tmp_path):
             s.to_snake(s.worker_lifecycle(50, [{"state": "ALIVE", "timestamp": T.format(0, "5")}])),
         ],
     ]  # fmt: skip
+    return batches
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    """A store holding one cluster's worth of events, inserted in awkward batches and orders."""
+    path = tmp_path / "events.db"
     with EventStore(path) as store:
-        for batch in batches:
+        for batch in query_batches():
             store.insert_batch_sync(batch)
     return path
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from trio_events.store._backend import StoreUnavailableError, describe, is_postgres
 from trio_events.store._collector import Collector, CollectorConfig
 
 if TYPE_CHECKING:
@@ -31,8 +32,10 @@ async def run_collect(
     Raises OSError (one sentence naming the address and the store) when it cannot start.
     """
     host, port = args.listen
-    db_path = str(await trio.Path(args.db).absolute())
-    collector = Collector(CollectorConfig(db_path, host, port, args.max_body_bytes))
+    db_path = args.db if is_postgres(args.db) else str(await trio.Path(args.db).absolute())
+    config = CollectorConfig(db_path, host, port, args.max_body_bytes, args.retention)
+    collector = Collector(config)
+    shown_store = describe(db_path)  # a password in a URL stays secret
     started = False
     failure = ""
     try:
@@ -42,9 +45,9 @@ async def run_collect(
                 bound_port = await nursery.start(collector.run)
                 started = True
                 print(f"Listening on http://{_show_host(host)}:{bound_port}/ (POST to any path).")
-                print(f"Storing events in {db_path}; press Ctrl+C to stop.", flush=True)
+                print(f"Storing events in {shown_store}; press Ctrl+C to stop.", flush=True)
                 task_status.started(bound_port)
-    except* (OSError, sqlite3.Error, ValueError) as group:
+    except* (OSError, sqlite3.Error, ValueError, StoreUnavailableError) as group:
         if started:
             raise
         failure = "; ".join(str(exc).rstrip(".") for exc in group.exceptions)
@@ -64,7 +67,7 @@ async def run_collect(
             )
     if failure:
         where = f"{_show_host(host)}:{port}"
-        raise OSError(f"cannot start on {where} with the store {db_path}: {failure}")
+        raise OSError(f"cannot start on {where} with the store {shown_store}: {failure}")
     return 0
 
 

@@ -115,7 +115,8 @@ def _table(settings: tuple[Setting, ...], section: str | None) -> list[str]:
         else:
             key = f"`{section}.{s.key}`" + (" (per destination)" if s.per_destination else "")
         meaning = s.help.replace("|", "\\|")
-        lines.append(f"| `{s.flag}` | {env} | {key} | {describe_default(s)} | {meaning} |")
+        flags = ", ".join(f"`{f}`" for f in (s.flag, *s.aliases))
+        lines.append(f"| {flags} | {env} | {key} | {describe_default(s)} | {meaning} |")
     return lines
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import orjson
 import trio
 
+from trio_events.store._backend import StoreUnavailableError, describe, is_postgres
 from trio_events.store._chrome_trace import chrome_trace, job_attempts
 from trio_events.store._history_index import HistoryIndex
 from trio_events.store._history_server import HistoryConfig, HistoryServer
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def _write_trace(args: argparse.Namespace) -> int:
     try:
         index = HistoryIndex(args.db)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, StoreUnavailableError) as exc:
         print(f"trio-events history: error: {exc}", file=sys.stderr)
         return 1
     try:
@@ -63,7 +64,7 @@ async def run_history(
     if args.chrome_trace:
         return _write_trace(args)
     host, port = args.listen
-    db = str(await trio.Path(args.db).absolute())
+    db = args.db if is_postgres(args.db) else str(await trio.Path(args.db).absolute())
     server = HistoryServer(HistoryConfig(db, host, port, args.refresh))
     shown = f"[{host}]" if host and ":" in host else (host or "0.0.0.0")
     failures: list[str] = []
@@ -71,7 +72,7 @@ async def run_history(
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
-                print(f"Reading {db} ...", flush=True)
+                print(f"Reading {describe(db)} ...", flush=True)
                 bound = await nursery.start(server.run)
                 events = server.index.history.events
                 print(f"History of {events:,} events at http://{shown}:{bound}/", flush=True)
@@ -80,7 +81,7 @@ async def run_history(
                 )
                 print("Press Ctrl+C to stop.", flush=True)
                 task_status.started(bound)
-    except* (FileNotFoundError, ValueError, sqlite3.Error) as group:
+    except* (FileNotFoundError, ValueError, sqlite3.Error, StoreUnavailableError) as group:
         failures += [str(exc) for exc in group.exceptions]
     except* OSError as group:
         failures += [f"cannot serve on {shown}:{port}: {exc}" for exc in group.exceptions]

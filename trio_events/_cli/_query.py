@@ -14,6 +14,7 @@ import sqlite3
 import sys
 from typing import TYPE_CHECKING, Final
 
+from trio_events.store._backend import StoreUnavailableError
 from trio_events.store._query import (
     counts,
     failed_tasks,
@@ -101,6 +102,8 @@ def run_query(args: argparse.Namespace) -> int:
             f"there is no event store at {db}; run `trio-events collect --db {db}` first or "
             "pass --db PATH"
         ) from None
+    except StoreUnavailableError as exc:
+        raise ValueError(str(exc).rstrip(".")) from None
     except sqlite3.Error as exc:
         raise ValueError(f"the event store {db} cannot be read ({exc})") from None
     print(to_json(result) if args.json else text, flush=True)

@@ -45,6 +45,7 @@ class Setting:
     per_destination: bool = False  #: may be set per ``[[agent.destination]]``
     switch: bool = False  #: a flag without a value (store_true)
     metavar: str | None = None
+    aliases: tuple[str, ...] = ()  #: other spellings of the flag (``--store`` for ``--db``)
 
     @property
     def dest(self) -> str:
@@ -119,11 +120,17 @@ def add_settings(parser: argparse.ArgumentParser, settings: Sequence[Setting]) -
         helptext = f"{s.help} (default {describe_default(s)}{where})"
         if s.switch:
             parser.add_argument(
-                s.flag, dest=s.dest, action="store_true", default=argparse.SUPPRESS, help=helptext
+                s.flag,
+                *s.aliases,
+                dest=s.dest,
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help=helptext,
             )
             continue
         parser.add_argument(
             s.flag,
+            *s.aliases,
             dest=s.dest,
             type=_for_argparse(s.parse),
             action="append" if s.many else "store",

@@ -17,6 +17,9 @@ from trio_events.store._history_server import DEFAULT_PORT as HISTORY_PORT
 
 _d = library_default
 DEFAULT_DB: Final = "trio-events.db"
+STORE_HELP: Final = (
+    "event store: an SQLite file, or postgresql://USER@HOST:PORT/DB (docs/postgres.md)"
+)
 KINDS_HELP: Final = "task, actor, job, node, worker, placement_group or submission_job"
 
 COLLECT_SETTINGS: tuple[Setting, ...] = (
@@ -28,7 +31,24 @@ COLLECT_SETTINGS: tuple[Setting, ...] = (
         "address to receive POSTed events on; :PORT is every interface, port 0 picks one",
         metavar="HOST:PORT",
     ),
-    Setting("--db", "TRIO_EVENTS_COLLECT_DB", DEFAULT_DB, v.text, "event store file"),
+    Setting(
+        "--db",
+        "TRIO_EVENTS_COLLECT_DB",
+        DEFAULT_DB,
+        v.text,
+        STORE_HELP,
+        aliases=("--store",),
+        metavar="PATH|URL",
+    ),
+    Setting(
+        "--retention",
+        "TRIO_EVENTS_COLLECT_RETENTION",
+        None,
+        v.duration,
+        "delete sessions whose last event arrived longer ago (30d, 12h, ...; at least 1m)",
+        shown_default="keep everything",
+        metavar="DURATION",
+    ),
     Setting(
         "--max-body-bytes",
         "TRIO_EVENTS_COLLECT_MAX_BODY_BYTES",
@@ -39,7 +59,15 @@ COLLECT_SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
-_QUERY_DB = Setting("--db", "TRIO_EVENTS_QUERY_DB", DEFAULT_DB, v.text, "event store file")
+_QUERY_DB = Setting(
+    "--db",
+    "TRIO_EVENTS_QUERY_DB",
+    DEFAULT_DB,
+    v.text,
+    STORE_HELP,
+    aliases=("--store",),
+    metavar="PATH|URL",
+)
 _QUERY_JSON = Setting("--json", None, False, v.parse_bool, "print JSON", switch=True)
 QUERY = Command(
     "query",
@@ -93,7 +121,15 @@ QUERY = Command(
 )
 
 HISTORY_SETTINGS: tuple[Setting, ...] = (
-    Setting("--db", "TRIO_EVENTS_HISTORY_DB", DEFAULT_DB, v.text, "event store file"),
+    Setting(
+        "--db",
+        "TRIO_EVENTS_HISTORY_DB",
+        DEFAULT_DB,
+        v.text,
+        STORE_HELP,
+        aliases=("--store",),
+        metavar="PATH|URL",
+    ),
     Setting(
         "--listen",
         "TRIO_EVENTS_HISTORY_LISTEN",
@@ -106,7 +142,7 @@ HISTORY_SETTINGS: tuple[Setting, ...] = (
         "--refresh",
         "TRIO_EVENTS_HISTORY_REFRESH",
         2.0,
-        v.positive_float,
+        v.non_negative_float,
         "seconds between looks for events stored since the last look",
     ),
     Setting(

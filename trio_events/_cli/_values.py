@@ -7,7 +7,7 @@ accepted values, so the generated documentation can say them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -59,6 +59,22 @@ def batch_bytes(text: str) -> int:
     if value < MIN_BATCH_BYTES:
         raise ValueError(f"expected a whole number of bytes >= {MIN_BATCH_BYTES}")
     return value
+
+
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration(text: str) -> float:
+    """``90s``, ``30m``, ``12h``, ``30d``, ``2w`` (or plain seconds) in seconds, at least 60."""
+    clean = text.strip().lower()
+    unit = _UNITS.get(clean[-1:], 0)
+    try:
+        seconds = float(clean[:-1] if unit else clean) * (unit or 1)
+    except ValueError:
+        raise ValueError("expected a duration such as 30d, 12h, 30m or 90s") from None
+    if not seconds >= 60:
+        raise ValueError("expected at least 1m: keep at least a minute of events")
+    return seconds
 
 
 def non_negative_int(text: str) -> int:

@@ -12,16 +12,19 @@ answer is a plain 200 with ``{"inserted": n, "duplicates": m, "refused": [{"inde
 "reason": r, "message": s, "eventId": e}, ...]}``: a sender that only looks at the status treats
 the batch as delivered (retrying it would change nothing), and the collector counts the refused
 events by reason in its statistics and its final line. Bad input therefore never gets a 5xx. A
-database that cannot be written (locked, disk full) gets 503 with ``Retry-After`` and one log
-line. Duplicates are events whose id is already stored (a sender's retry after a lost reply),
-which is how at-least-once delivery becomes exactly-once storage.
+database that cannot be written (locked, disk full) or reached (PostgreSQL down) gets 503 with
+``Retry-After`` and one log line per outage. Duplicates are events whose id is already stored (a
+sender's retry after a lost reply), which is how at-least-once delivery becomes exactly-once
+storage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
+import time
 import zlib
 from collections import Counter
 from typing import Final, NoReturn, final
@@ -32,7 +35,7 @@ import trio
 import zstandard
 
 from trio_events._http_server import DEFAULT_MAX_BODY_BYTES, Request, Response, serve_http
-from trio_events.store._sqlite import EventStore
+from trio_events.store._backend import Store, StoreUnavailableError, open_store
 
 logger = logging.getLogger("trio_events.store.collector")
 
@@ -41,24 +44,32 @@ logger = logging.getLogger("trio_events.store.collector")
 # overshoot the remaining budget by more than about this much.
 _ZSTD_MAX_RATIO: Final = 32 * 1024
 _ZSTD_MIN_PIECE: Final = 64
+# What a 503 asks the sender to wait: a locked SQLite file frees up quickly; an unreachable
+# PostgreSQL server takes longer to come back.
+RETRY_AFTER_LOCKED: Final = 1
+RETRY_AFTER_UNREACHABLE: Final = 2
 
 
 @final
 @attrs.frozen
 class CollectorConfig:
     """Where the collector listens and stores. ``max_body_bytes`` bounds a body both as received
-    and after decompression."""
+    and after decompression. ``db_path`` is an SQLite path or a ``postgresql://`` URL;
+    ``retention`` (seconds), when set, deletes sessions whose last event arrived longer ago."""
 
     db_path: str = attrs.field(converter=os.fspath)
     host: str | None = "127.0.0.1"
     port: int = 8084
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    retention: float | None = None
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, not {self.port}.")
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be at least 1, not {self.max_body_bytes}.")
+        if self.retention is not None and self.retention < 60:
+            raise ValueError(f"retention must be at least 60 seconds, not {self.retention}.")
 
 
 @final
@@ -74,7 +85,7 @@ class CollectorStatistics:
     refused_events: int = 0
     refused_by_reason: dict[str, int] = attrs.field(factory=dict)
     rejected_by_status: dict[int, int] = attrs.field(factory=dict)
-    unavailable_requests: int = 0  #: answered 503 because the database could not be written
+    unavailable_requests: int = 0  #: answered 503: the store could not be written or reached
 
 
 @final
@@ -92,7 +103,8 @@ class Collector:
 
     def __init__(self, config: CollectorConfig) -> None:
         self._config = config
-        self._store: EventStore | None = None
+        self._store: Store | None = None
+        self.pruned_sessions = 0
         self._running = False
         self._accepted = 0
         self._duplicates = 0
@@ -130,21 +142,34 @@ class Collector:
             raise RuntimeError("This Collector is already running; create one per server.")
         self._running = True
         config = self._config
-        self._store = await trio.to_thread.run_sync(EventStore, config.db_path)
+        self._store = await open_store(config.db_path)
         try:
-            await serve_http(
-                self.handle,
-                config.host,
-                config.port,
-                task_status=task_status,
-                max_body_bytes=config.max_body_bytes,
-                on_refusal=self.count_rejected,
-            )
+            async with trio.open_nursery() as nursery:
+                if config.retention is not None:
+                    nursery.start_soon(self._prune_forever, self._store, config.retention)
+                await serve_http(
+                    self.handle,
+                    config.host,
+                    config.port,
+                    task_status=task_status,
+                    max_body_bytes=config.max_body_bytes,
+                    on_refusal=self.count_rejected,
+                )
         finally:
             store, self._store = self._store, None
             # Closing waits for an in-flight insert to finish; that is bounded, so it is shielded.
             with trio.CancelScope(shield=True):
                 await store.aclose()
+
+    async def _prune_forever(self, store: Store, retention: float) -> NoReturn:
+        """Delete sessions older than ``retention`` now and then (every collector may; the
+        store makes concurrent pruning safe). An unreachable store is tried again next time."""
+        while True:
+            cutoff = time.time_ns() - int(retention * 1e9)
+            # An unreachable store is tried again next round; ingestion answers 503 meanwhile.
+            with contextlib.suppress(StoreUnavailableError):
+                self.pruned_sessions += await store.prune(cutoff)
+            await trio.sleep(min(retention / 10, 3600.0))
 
     async def handle(self, request: Request) -> Response:
         """Answer one request (public so it can be mounted in another server)."""
@@ -173,7 +198,10 @@ class Collector:
         try:
             result = await store.insert_batch(events)
         except sqlite3.OperationalError as exc:  # locked by another writer, disk full...
-            return self._unavailable_answer(store.path, exc)
+            return self._unavailable_answer(store.path, exc, RETRY_AFTER_LOCKED)
+        except StoreUnavailableError as exc:  # PostgreSQL down or unreachable
+            # Not stored, not acknowledged: the sender keeps the batch and retries after this.
+            return self._unavailable_answer(store.path, exc, RETRY_AFTER_UNREACHABLE)
         if self._warned_unavailable:
             self._warned_unavailable = False
             logger.warning("The event store %s accepts writes again.", store.path)
@@ -203,7 +231,7 @@ class Collector:
         body = {"inserted": result.inserted, "duplicates": result.duplicates, "refused": refused}
         return Response.json(200, orjson.dumps(body))
 
-    def _unavailable_answer(self, path: str, exc: sqlite3.OperationalError) -> Response:
+    def _unavailable_answer(self, path: str, exc: Exception, retry_after: int) -> Response:
         # One line per outage, not a traceback per request: the sender retries on 503.
         self._unavailable += 1
         if not self._warned_unavailable:
@@ -212,7 +240,7 @@ class Collector:
                 "The event store %s cannot be written (%s); answering 503 until it can.", path, exc
             )
         refusal = Response.text(503, f"The event store cannot be written now ({exc}); retry.")
-        return attrs.evolve(refusal, headers=(*refusal.headers, ("retry-after", "1")))
+        return attrs.evolve(refusal, headers=(*refusal.headers, ("retry-after", str(retry_after))))
 
 
 def parse_body(body: bytes, content_encoding: str | None, limit: int) -> list[object]:

@@ -1,11 +1,13 @@
 """The history of a store kept in memory, read once and then followed as the store grows.
 
-:class:`HistoryIndex` reads the store read-only in rowid order, folds every event into a
+:class:`HistoryIndex` reads the store read-only in append order (SQLite's rowid, PostgreSQL's
+``seq``; see ``Reader.read_new``), folds every event into a
 :class:`ClusterHistory`, reconciles, and builds the lookups the state API and the page need:
 task attempts sorted by task id (Ray's list order) and, per session, by state, job, node, name
 and worker, so a filtered ``/api/v0/tasks?limit=100`` walks only the matching attempts.
 :meth:`HistoryIndex.refresh` reads only rows added since the last read (the store is
-append-only: ``INSERT OR IGNORE``), so a history server next to a running collector follows it.
+append-only: ``INSERT OR IGNORE``, ``ON CONFLICT DO NOTHING``), so a history server next to
+a running collector follows it.
 
 The index is synchronous and not thread-safe: the server calls it from one worker thread at a
 time (a ``CapacityLimiter(1)``), never on the event loop.
@@ -20,12 +22,11 @@ from typing import TYPE_CHECKING, Final, TypeVar, final
 import attrs
 import orjson
 
+from trio_events.store._backend import Reader, open_reader
 from trio_events.store._history_reconcile import reconcile
 from trio_events.store._history_state import ClusterHistory, Entity, TaskAttempt
-from trio_events.store._sqlite import connect_read_only
 
 if TYPE_CHECKING:
-    import sqlite3
     from collections.abc import Hashable, Iterable, Sequence
 
 _BATCH: Final = 20_000
@@ -111,9 +112,8 @@ class HistoryIndex:
 
     def __init__(self, store_path: str | os.PathLike[str]) -> None:
         self._path = os.fspath(store_path)
-        self._conn: sqlite3.Connection = connect_read_only(self._path)
+        self._reader: Reader = open_reader(self._path)
         self.history = ClusterHistory()
-        self._last_rowid = 0
         self.generation = 0  # bumped whenever the folded state changes
         self.loaded_at = 0.0
         self.load_seconds = 0.0
@@ -131,25 +131,20 @@ class HistoryIndex:
         return self._path
 
     def close(self) -> None:
-        self._conn.close()
+        self._reader.close()
 
     def refresh(self) -> int:
         """Fold events stored since the last call; returns how many were read."""
         started = time.perf_counter()
         read = 0
         while True:
-            rows = self._conn.execute(
-                "SELECT rowid, event_type, session_name, timestamp_ns, json FROM events "
-                "WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                (self._last_rowid, _BATCH),
-            ).fetchall()
+            rows = self._reader.read_new(_BATCH)
             if not rows:
                 break
             apply = self.history.apply
             loads = orjson.loads
-            for _, event_type, session, stamp, json_text in rows:
+            for event_type, session, stamp, json_text in rows:
                 apply(loads(json_text), event_type, session=session, stamp=stamp)
-            self._last_rowid = rows[-1][0]
             read += len(rows)
         if read or not self.generation:
             self._rebuild()

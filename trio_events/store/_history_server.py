@@ -19,6 +19,7 @@ one ``CapacityLimiter(1)``, so the event loop never blocks on SQLite or on a lar
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.resources
 import logging
@@ -31,6 +32,7 @@ import orjson
 import trio
 
 from trio_events._http_server import Request, Response, serve_http
+from trio_events.store._backend import StoreUnavailableError
 from trio_events.store._chrome_trace import chrome_trace, job_attempts
 from trio_events.store._history_api import RAY_VERSION, answer, error_body
 from trio_events.store._history_index import HistoryIndex
@@ -108,7 +110,9 @@ class HistoryServer:
     async def _refresh_if_stale(self) -> None:
         if trio.current_time() - self._last_refresh < self._config.refresh_interval:
             return
-        await trio.to_thread.run_sync(self._refresh, self.index, limiter=self._limiter)
+        # A database that is down for now: answer from the last fold, look again later.
+        with contextlib.suppress(StoreUnavailableError):
+            await trio.to_thread.run_sync(self._refresh, self.index, limiter=self._limiter)
         self._last_refresh = trio.current_time()
 
     @staticmethod

@@ -1,8 +1,10 @@
 """Questions people ask of an event store, as plain functions returning data, plus formatters.
 
 Each query opens the store read-only, answers, and closes it, so it can run while a collector is
-writing (WAL lets readers and the writer proceed together). IDs come back as hex, the way Ray
-prints them; IDs given to :func:`timeline` may be hex or base64 (as they appear in the JSON).
+writing (WAL lets readers and the writer proceed together). The store is an SQLite path or a
+``postgresql://`` URL; the SQL is written once for both (see ``_backend.py``). IDs come back
+as hex, the way Ray prints them; IDs given to :func:`timeline` may be hex or base64 (as they
+appear in the JSON).
 
 Formatters turn the data into aligned text tables (:func:`format_counts` and friends, built on
 :func:`format_table`) or JSON (:func:`to_json`).
@@ -10,7 +12,6 @@ Formatters turn the data into aligned text tables (:func:`format_counts` and fri
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, final
@@ -18,6 +19,7 @@ from typing import Final, final
 import attrs
 import orjson
 
+from trio_events.store._backend import closing, open_reader
 from trio_events.store._ray_json import (
     ENTITY_KINDS,
     JsonObject,
@@ -31,7 +33,6 @@ from trio_events.store._ray_json import (
     text,
     timestamp_ns,
 )
-from trio_events.store._sqlite import connect_read_only
 
 StorePath = str | os.PathLike[str]
 
@@ -125,14 +126,14 @@ class EntitySummary:
 
 def counts(store_path: StorePath) -> Counts:
     """How many events of each event type and of each source type the store holds."""
-    with contextlib.closing(connect_read_only(store_path)) as conn:
-        total = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    with closing(open_reader(store_path)) as reader:
+        total = reader.fetchall("SELECT count(*) FROM events")[0][0]
         by = {}
         for column in ("event_type", "source_type"):
-            rows = conn.execute(
+            rows = reader.fetchall(
                 f"SELECT {column}, count(*) AS n FROM events GROUP BY {column} "
                 f"ORDER BY n DESC, {column}"
-            ).fetchall()
+            )
             by[column] = tuple(Count(key, n) for key, n in rows)
     return Counts(total, by["event_type"], by["source_type"])
 
@@ -155,8 +156,8 @@ def timeline(
     if attempt is not None:
         sql += " AND entity_attempt = ?"
         params.append(attempt)
-    with contextlib.closing(connect_read_only(store_path)) as conn:
-        rows = conn.execute(sql + " ORDER BY timestamp_ns", params).fetchall()
+    with closing(open_reader(store_path)) as reader:
+        rows = reader.fetchall(sql + " ORDER BY timestamp_ns NULLS FIRST, event_id", params)
     found: dict[tuple[object, ...], tuple[tuple[int, int], Transition]] = {}
     for event_id, event_type, _, event_attempt, _, json_text in rows:
         event = orjson.loads(json_text)
@@ -233,24 +234,31 @@ def _transition_error(item: JsonObject) -> tuple[str, str]:
 
 def failed_tasks(store_path: StorePath, limit: int = 50) -> list[FailedTask]:
     """Task attempts with a transition to FAILED, most recent first, with their error."""
-    with contextlib.closing(connect_read_only(store_path)) as conn:
-        failures = conn.execute(
-            "SELECT entity_id, entity_attempt, max(timestamp_ns) AS ns, timestamp FROM transitions "
+    with closing(open_reader(store_path)) as reader:
+        failures = reader.fetchall(
+            "SELECT entity_id, entity_attempt, max(timestamp_ns) AS ns FROM transitions "
             "WHERE entity_kind = 'task' AND state = 'FAILED' "
-            "GROUP BY entity_id, entity_attempt ORDER BY ns DESC LIMIT ?",
+            "GROUP BY entity_id, entity_attempt "
+            "ORDER BY ns DESC NULLS LAST, entity_id, entity_attempt LIMIT ?",
             (limit,),
-        ).fetchall()
+        )
         result = []
-        for task_id, attempt, _, failed_at in failures:
+        for task_id, attempt, _ in failures:
+            failed_at = reader.fetchall(
+                "SELECT timestamp FROM transitions WHERE entity_kind = 'task' AND state = 'FAILED' "
+                "AND entity_id = ? AND entity_attempt = ? "
+                "ORDER BY timestamp_ns DESC NULLS LAST, timestamp DESC LIMIT 1",
+                (task_id, attempt),
+            )[0][0]
             details: dict[str, str] = dict.fromkeys(
                 ("name", "error_type", "error_message", "job_id", "node_id", "worker_id"), ""
             )
-            events = conn.execute(
+            events = reader.fetchall(
                 "SELECT event_type, entity_name, error_type, error_message, json FROM events "
                 "WHERE entity_kind = 'task' AND entity_id = ? AND entity_attempt = ? "
-                "ORDER BY timestamp_ns",
+                "ORDER BY timestamp_ns NULLS FIRST, event_id",
                 (task_id, attempt),
-            ).fetchall()
+            )
             for event_type, name, error_type, error_message, json_text in events:
                 entity = entity_of(orjson.loads(json_text), event_type)
                 payload = entity.payload if entity is not None else {}
@@ -275,20 +283,29 @@ def recent_entities(
     where, params = "entity_kind IS NOT NULL", []
     if kind is not None:
         where, params = "entity_kind = ?", [normalize_kind(kind)]
+    # Standard SQL both stores read alike: no bare column beside max(), explicit NULL order.
+    same_attempt = (
+        "(x.entity_attempt = e.entity_attempt "
+        "OR (x.entity_attempt IS NULL AND e.entity_attempt IS NULL))"
+    )
     sql = f"""
         SELECT e.entity_kind, e.entity_id, e.entity_attempt, max(e.timestamp_ns) AS last_ns,
-               e.timestamp, count(*),
+               (SELECT x.timestamp FROM events x WHERE x.entity_kind = e.entity_kind
+                  AND x.entity_id = e.entity_id AND {same_attempt}
+                  ORDER BY x.timestamp_ns DESC NULLS LAST, x.timestamp DESC LIMIT 1),
+               count(*),
                (SELECT n.entity_name FROM events n WHERE n.entity_kind = e.entity_kind
-                  AND n.entity_id = e.entity_id AND n.entity_name != '' LIMIT 1),
-               (SELECT t.state FROM transitions t WHERE t.entity_kind = e.entity_kind
-                  AND t.entity_id = e.entity_id AND t.entity_attempt IS e.entity_attempt
-                  ORDER BY t.timestamp_ns DESC, t.seq DESC LIMIT 1)
+                  AND n.entity_id = e.entity_id AND n.entity_name != ''
+                  ORDER BY n.timestamp_ns NULLS FIRST, n.event_id LIMIT 1),
+               (SELECT x.state FROM transitions x WHERE x.entity_kind = e.entity_kind
+                  AND x.entity_id = e.entity_id AND {same_attempt}
+                  ORDER BY x.timestamp_ns DESC NULLS LAST, x.seq DESC LIMIT 1)
         FROM events e WHERE {where}
         GROUP BY e.entity_kind, e.entity_id, e.entity_attempt
-        ORDER BY last_ns DESC LIMIT ?
+        ORDER BY last_ns DESC NULLS LAST, e.entity_kind, e.entity_id, e.entity_attempt LIMIT ?
     """
-    with contextlib.closing(connect_read_only(store_path)) as conn:
-        rows = conn.execute(sql, [*params, limit]).fetchall()
+    with closing(open_reader(store_path)) as reader:
+        rows = reader.fetchall(sql, [*params, limit])
     return [
         EntitySummary(kind_, entity_id, attempt, name or "", state or "", last_seen, n)
         for kind_, entity_id, attempt, _, last_seen, n, name, state in rows

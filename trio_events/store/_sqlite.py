@@ -15,6 +15,7 @@ transition of a lifecycle event also gets a row in ``transitions`` so "which tas
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 import sqlite3
@@ -202,7 +203,7 @@ def _rows(index: int, event: object, now_ns: int) -> tuple[_EventRow, list[_Tran
 
 def build_rows(
     events: Sequence[object],
-) -> tuple[list[_EventRow], list[_TransitionRow], list[RefusedEvent]]:
+) -> tuple[list[_EventRow], list[list[_TransitionRow]], list[RefusedEvent]]:
     """Validate every element and turn the good ones into rows; the bad ones are refused alone.
 
     Never raises for an element: each refusal names the element's index, its eventId when it
@@ -210,7 +211,7 @@ def build_rows(
     """
     now_ns = time.time_ns()
     event_rows: list[_EventRow] = []
-    transition_rows: list[_TransitionRow] = []
+    transition_rows: list[list[_TransitionRow]] = []  # per stored event, in its order
     refused: list[RefusedEvent] = []
     for index, event in enumerate(events):
         try:
@@ -220,7 +221,7 @@ def build_rows(
             refused.append(RefusedEvent(index, exc.reason, str(exc), sent_id[:100]))
             continue
         event_rows.append(row)
-        transition_rows.extend(transitions)
+        transition_rows.append(transitions)
     return event_rows, transition_rows, refused
 
 
@@ -309,7 +310,7 @@ class EventStore:
             inserted = conn.total_changes - before
             # A duplicate event's transitions are already stored under the same (event_id, seq)
             # keys, so OR IGNORE skips them too; one executemany keeps the loop in C.
-            conn.executemany(_INSERT_TRANSITION, transition_rows)
+            conn.executemany(_INSERT_TRANSITION, itertools.chain.from_iterable(transition_rows))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -320,6 +321,36 @@ class EventStore:
     async def insert_batch(self, events: Sequence[object]) -> InsertResult:
         """:meth:`insert_batch_sync` in a worker thread; see the class docstring for why."""
         return await trio.to_thread.run_sync(self.insert_batch_sync, events, limiter=self._limiter)
+
+    def prune_sync(self, older_than_ns: int) -> int:
+        """Delete the sessions whose newest event arrived before ``older_than_ns``; how many."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            old = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT session_name FROM events GROUP BY session_name "
+                    "HAVING max(received_ns) < ?",
+                    (older_than_ns,),
+                )
+            ]
+            for name in old:
+                conn.execute(
+                    "DELETE FROM transitions WHERE event_id IN "
+                    "(SELECT event_id FROM events WHERE session_name = ?)",
+                    (name,),
+                )
+                conn.execute("DELETE FROM events WHERE session_name = ?", (name,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return len(old)
+
+    async def prune(self, older_than_ns: int) -> int:
+        """:meth:`prune_sync` in a worker thread, one call at a time with inserts."""
+        return await trio.to_thread.run_sync(self.prune_sync, older_than_ns, limiter=self._limiter)
 
     def count_sync(self) -> int:
         return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
