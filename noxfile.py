@@ -148,6 +148,16 @@ def soak(session: nox.Session) -> None:
 
 
 @nox.session
+def browser(session: nox.Session) -> None:
+    """The history page in a real headless Chromium (installs Debian's chromium when root).
+
+    ``TRIO_EVENTS_SCREENSHOT_DIR=docs`` rewrites the screenshots docs/history.md shows.
+    """
+    install_with(session, "test")
+    session.run("pytest", "tests/browser", *session.posargs)
+
+
+@nox.session
 def interop(session: nox.Session) -> None:
     """Real single-node Ray 2.60 clusters exporting to trio-events, and Ray's dashboard with it.
 
