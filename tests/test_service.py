@@ -327,3 +327,55 @@ def test_bad_service_config_is_a_sentence(bad: dict[str, Any]) -> None:
 def test_conversion_workers_must_be_at_least_one(workers: int) -> None:
     with pytest.raises(ValueError, match=r"^conversion_workers must be an integer >= 1, got .*\.$"):
         ServiceConfig(conversion_workers=workers)
+
+
+async def test_a_destination_gets_a_connection_per_request_in_flight() -> None:
+    """Four batches in flight reach the sink at once: the HTTP client does not queue them.
+
+    The sink holds every request until four are open at the same time; with one connection
+    (the old client) the second would wait for the first and the deadline would fire.
+    """
+    open_now = 0
+    all_in = trio.Event()
+    seen: list[int] = []
+
+    async def hold(request: Request) -> Response:
+        nonlocal open_now
+        open_now += 1
+        seen.append(open_now)
+        if open_now >= 4:
+            all_in.set()
+        await all_in.wait()
+        open_now -= 1
+        return Response.json(200, b"{}")
+
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            sink_port = await nursery.start(serve_http, hold, "127.0.0.1", 0)
+            publisher = PublisherConfig(
+                name="http_service",
+                exposable_event_types=None,
+                max_in_flight=4,
+                adaptive_in_flight=False,
+            )
+            url = f"http://127.0.0.1:{sink_port}/v1/events"
+            service = AgentService(
+                _config(
+                    None,
+                    agent=AgentConfig(port=0, max_batch_size=10),
+                    destinations=(Destination(HttpPublisherConfig(url), publisher),),
+                )
+            )
+            await nursery.start(service.run)
+            _buffer_events(service, 40)
+            # Sooner than the HTTP timeout (3 s): a request stuck waiting for a connection
+            # would time out and be retried on a new one.
+            with trio.fail_after(2):
+                await all_in.wait()
+            service.request_stop()
+            summary = await service.wait_stopped()
+            nursery.cancel_scope.cancel()
+    assert max(seen) == 4
+    assert summary is not None
+    assert summary.publishers[0].attempts == 4  # one request per batch: none timed out
+    assert (summary.delivered, summary.dropped, summary.abandoned) == (40, 0, 0)

@@ -164,7 +164,11 @@ class HttpPublisherClient:
     """
 
     def __init__(
-        self, config: HttpPublisherConfig, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        config: HttpPublisherConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 1,
     ) -> None:
         self._config = config
         headers = {
@@ -177,10 +181,13 @@ class HttpPublisherClient:
         if config.bearer_token is not None:
             headers["authorization"] = f"Bearer {config.bearer_token}"
         if transport is None:
-            # One publisher sends one request at a time: one kept-alive connection suffices.
+            # A connection per request the publisher may have in flight (its max_in_flight):
+            # with fewer, requests in flight would only queue for a connection.
             transport = httpx.AsyncHTTPTransport(
                 verify=_ssl_verify(config),
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                limits=httpx.Limits(
+                    max_connections=max_connections, max_keepalive_connections=max_connections
+                ),
                 trust_env=False,
             )
         self._client = httpx.AsyncClient(

@@ -384,7 +384,11 @@ class AgentService:
         config = self._config
         clients: list[tuple[PublishClient, PublisherConfig, BatchEncoder | None]] = [
             (
-                _Counted(HttpPublisherClient(d.http), d.publisher.name, self._metrics),
+                _Counted(
+                    HttpPublisherClient(d.http, max_connections=d.publisher.max_in_flight),
+                    d.publisher.name,
+                    self._metrics,
+                ),
                 d.publisher,
                 None,
             )
