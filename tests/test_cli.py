@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -383,17 +383,25 @@ def test_sighup_does_not_stop_the_agent_and_says_why(tmp_path: Path) -> None:
         env=clean_env(),
     ) as process:
         assert process.stdout is not None
+        assert process.stderr is not None
+        watchdog = threading.Timer(60, process.kill)  # a hung agent ends the test, not CI
+        watchdog.start()
         try:
             assert "gRPC AddEvents on" in process.stdout.readline()
             process.send_signal(signal.SIGHUP)
-            time.sleep(0.5)  # a real process: give the signal time to arrive and be handled
-            assert process.poll() is None
+            said = ""
+            for line in process.stderr:  # until the agent says it handled the signal
+                said += line
+                if "Received SIGHUP" in line:
+                    break
+            assert process.poll() is None  # handled, and still running
             process.send_signal(signal.SIGTERM)
-            out, err = process.communicate(timeout=60)
+            out, _ = process.communicate(timeout=60)
         finally:
+            watchdog.cancel()
             process.kill()
     assert process.returncode == 0
-    assert "Received SIGHUP; settings are not reloaded while running" in err
+    assert "Received SIGHUP; settings are not reloaded while running" in said
     assert "trio-events agent: stopped: delivered=0" in out
 
 
