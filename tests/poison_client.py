@@ -58,16 +58,12 @@ def build(events: int, poison: list[str], seed: int = 2300) -> list[pb.RayEvent]
 
 async def send(port: int, events: list[pb.RayEvent]) -> list[str]:
     acked: list[str] = []
-    async with asyncio_loop():
-        client = EventAggregatorClient(f"127.0.0.1:{port}")
-        try:
-            for start in range(0, len(events), PER_REQUEST):
-                chunk = events[start : start + PER_REQUEST]
-                request = pb.AddEventsRequest(events_data=pb.RayEventsData(events=chunk))
-                await client.add_events(request, timeout=30)
-                acked += [e.event_id.hex() or "-" for e in chunk]
-        finally:
-            await client.aclose()
+    async with asyncio_loop(), EventAggregatorClient(f"127.0.0.1:{port}") as client:
+        for start in range(0, len(events), PER_REQUEST):
+            chunk = events[start : start + PER_REQUEST]
+            request = pb.AddEventsRequest(events_data=pb.RayEventsData(events=chunk))
+            await client.add_events(request, timeout=30)
+            acked += [e.event_id.hex() or "-" for e in chunk]
     return acked
 
 

@@ -55,6 +55,7 @@ class Seen:
     at: float
     kind: str
     events: int
+    index: int = -1  #: the n the script answered (requests on several connections interleave)
 
 
 class ScriptedSink:
@@ -68,6 +69,7 @@ class ScriptedSink:
         self.ids: Counter[str] = Counter()
         self.seen: list[Seen] = []
         self.handshake_failures = 0
+        self._assigned = 0  # requests given an index as their head arrives, in that order
         self._changed = trio.Event()
 
     @property
@@ -136,12 +138,14 @@ class ScriptedSink:
             head = await self._next(conn, stream)
             if not isinstance(head, h11.Request):
                 return
-            reply = self.script(len(self.seen))
+            index = self._assigned
+            self._assigned += 1
+            reply = self.script(index)
             if reply.reset:
                 # Read one piece of the body at most, then RST: SO_LINGER 0 makes close() abort.
                 with trio.move_on_after(1.0):
                     await stream.receive_some(1024)
-                self.seen.append(Seen(trio.current_time(), "reset", 0))
+                self.seen.append(Seen(trio.current_time(), "reset", 0, index))
                 self._note()
                 raw.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 raw.socket.close()
@@ -156,7 +160,7 @@ class ScriptedSink:
                 else:
                     return
             if reply.hang:
-                self.seen.append(Seen(trio.current_time(), "hang", 0))
+                self.seen.append(Seen(trio.current_time(), "hang", 0, index))
                 self._note()
                 with trio.move_on_after(_HANG_LIMIT):
                     while await stream.receive_some(_READ):
@@ -170,7 +174,7 @@ class ScriptedSink:
                 decoded = orjson.loads(decode_content(bytes(body), encoding, 1 << 30))
                 events = len(decoded)
                 self.ids.update(id_hex(e["eventId"]) for e in decoded)
-            self.seen.append(Seen(trio.current_time(), reply.kind, events))
+            self.seen.append(Seen(trio.current_time(), reply.kind, events, index))
             self._note()
             payload = b"ok\n" if reply.status < 300 else b"the scripted sink says no\n"
             headers = [("content-length", str(len(payload))), *reply.headers]

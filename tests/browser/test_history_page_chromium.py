@@ -114,7 +114,11 @@ async def test_failing_task_error_is_on_the_page(chromium, demo_store, tmp_path,
     ]:
         target = shots / name
         await browse(
-            chromium, tmp_path / name, f"--screenshot={target}", f"--window-size=1400,{height}", url
+            chromium,
+            tmp_path / f"profile-{name}",  # not the screenshot's own path
+            f"--screenshot={target}",
+            f"--window-size=1400,{height}",
+            url,
         )
         data = await trio.Path(target).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n")

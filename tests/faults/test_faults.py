@@ -124,7 +124,7 @@ async def test_sink_400_is_dropped_and_counted(tmp_path: Path, nursery: trio.Nur
         )  # fmt: skip
     finish("sink_400_permanent", entry)
     assert entry["dropped"].get("agent:http_400", 0) == entry["missing_ids"]
-    assert sink.kinds()["400"] == sum(1 for n in range(sink.requests) if n % 3 == 1)
+    assert sink.kinds()["400"] == sum(1 for s in sink.seen if s.index % 3 == 1)
 
 
 @pytest.mark.slow

@@ -237,7 +237,8 @@ def test_the_tasks_went_through_trio_events_agent_to_the_gcs(
     metrics = views["trio-events"].agent_metrics
 
     def value(name: str) -> float:
-        found = re.search(rf'^{name}\{{consumer="ray_gcs"\}} (\S+)$', metrics, re.M)
+        # Ray's series carry Ray's tags (ip, pid, SessionName) beside the consumer.
+        found = re.search(rf'^{name}\{{[^}}]*consumer="ray_gcs"[^}}]*\}} (\S+)$', metrics, re.M)
         return float(found.group(1)) if found else 0.0
 
     assert value("ray_aggregator_agent_published_events_total") > 0

@@ -158,7 +158,10 @@ def test_ray_logs_no_export_failure_and_agent_stays_healthy(exported: Exported) 
     assert status == 200, body
     status, metrics = exported.agent.get("/metrics")
     assert status == 200
-    received = re.search(r"^ray_aggregator_agent_events_received_total (\S+)$", metrics, re.M)
+    # Ray's series carry Ray's tags (ip, pid, SessionName), as Ray's own do.
+    received = re.search(
+        r"^ray_aggregator_agent_events_received_total\{[^}]*\} (\S+)$", metrics, re.M
+    )
     assert received is not None, metrics
     assert float(received.group(1)) >= counts(exported.db).total
     assert "Traceback" not in exported.agent.process.output()
