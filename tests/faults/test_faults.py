@@ -148,8 +148,10 @@ async def test_sink_429_retry_after_is_honoured(tmp_path: Path, nursery: trio.Nu
         return Reply(429, (("retry-after", "1"),)) if n < 6 and n % 2 == 0 else OK
 
     with trio.fail_after(DEADLINE):
+        # One request in flight, so the request after a 429 is its retry (with more, another
+        # batch's request may come in between; the window is tested in tests/test_delivery.py).
         entry, sink = await scripted_sink_scenario(
-            tmp_path, nursery, "429 with Retry-After: 1 on 3 POSTs", script
+            tmp_path, nursery, "429 with Retry-After: 1 on 3 POSTs", script, "--max-in-flight", "1"
         )
     # The agent's own backoff is at most 0.5 s here; each retry after a 429 waited the second.
     gaps = [b.at - a.at for a, b in itertools.pairwise(sink.seen) if a.kind == "429"]
