@@ -25,6 +25,7 @@ from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from trio_events import pb
 from trio_events._bridge import run_asyncio
+from trio_events._protowire import length_delimited
 from trio_events.agent._sink import Outcome, PublishOutcome
 from trio_events.producer._client import parse_target
 
@@ -53,20 +54,6 @@ GCS_ADD_EVENTS: Final = "/ray.rpc.RayEventExportGcsService/AddEvents"
 _OK = PublishOutcome(Outcome.SUCCESS, "ok")
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, body: bytes) -> bytes:
-    """A length-delimited field: tag, length, bytes."""
-    return _varint(number << 3 | 2) + _varint(len(body)) + body
-
-
 @final
 class AddEventsRequestEncoder:
     """Builds the serialized ``AddEventsRequest`` a GCS or dashboard-head publisher sends.
@@ -84,9 +71,9 @@ class AddEventsRequestEncoder:
         metadata = self._metadata.take()
         if not blobs and not metadata.dropped_task_attempts:
             return None
-        events_data = b"".join([*(_field(1, blob) for blob in blobs)])
-        events_data += _field(2, metadata.SerializeToString())
-        return _field(1, events_data)
+        events_data = b"".join([*(length_delimited(1, blob) for blob in blobs)])
+        events_data += length_delimited(2, metadata.SerializeToString())
+        return length_delimited(1, events_data)
 
 
 class _Serialized:

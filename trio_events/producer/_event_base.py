@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from trio_events import pb
+from trio_events._protowire import length_delimited
 from trio_events.producer._coerce import enum_number, fill_message, set_timestamp, timestamp_ns
 
 if TYPE_CHECKING:
@@ -229,15 +230,5 @@ class RayEventBase:
         )
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _length_delimited(field_number: int, payload: Message) -> bytes:
-    body = payload.SerializeToString()
-    return _varint(field_number << 3 | 2) + _varint(len(body)) + body
+    return length_delimited(field_number, payload.SerializeToString())

@@ -14,6 +14,8 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import strategies as st
 
+from trio_events._protowire import varint
+
 if TYPE_CHECKING:
     from google.protobuf.descriptor import EnumDescriptor
 
@@ -159,24 +161,15 @@ def scalar_values(field: FieldDescriptor, *, newer_ray: bool) -> st.SearchStrate
     raise TypeError(f"Field {field.full_name} has a type ({kind}) Ray's schema does not use.")
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def wire_field(number: int, wire_type: int, data: bytes) -> bytes:
     """One field in protobuf's wire format: tag, then the payload of ``wire_type``."""
-    tag = _varint(number << 3 | wire_type)
+    tag = varint(number << 3 | wire_type)
     if wire_type == 0:
-        return tag + _varint(int.from_bytes(data[:8] or b"\0", "little"))
+        return tag + varint(int.from_bytes(data[:8] or b"\0", "little"))
     if wire_type == 1:
         return tag + data[:8].ljust(8, b"\0")
     if wire_type == 2:
-        return tag + _varint(len(data)) + data
+        return tag + varint(len(data)) + data
     return tag + data[:4].ljust(4, b"\0")
 
 
