@@ -36,10 +36,10 @@ from trio_events.agent._publisher import RayEventPublisher as RayEventPublisher
 from trio_events.agent._publisher_config import PublisherConfig as PublisherConfig
 from trio_events.agent._publisher_config import PublisherStatistics as PublisherStatistics
 from trio_events.agent._service import AgentService as AgentService
-from trio_events.agent._service import Destination as Destination
-from trio_events.agent._service import ServiceAddresses as ServiceAddresses
-from trio_events.agent._service import ServiceConfig as ServiceConfig
-from trio_events.agent._service import ShutdownSummary as ShutdownSummary
+from trio_events.agent._service_config import Destination as Destination
+from trio_events.agent._service_config import ServiceAddresses as ServiceAddresses
+from trio_events.agent._service_config import ServiceConfig as ServiceConfig
+from trio_events.agent._service_config import ShutdownSummary as ShutdownSummary
 from trio_events.agent._sink import Outcome as Outcome
 from trio_events.agent._sink import PublishClient as PublishClient
 from trio_events.agent._sink import PublishOutcome as PublishOutcome
