@@ -52,6 +52,23 @@ class Running:
     consumers: dict[str, EventConsumer]
 
 
+def _agent(
+    config: AgentConfig | None,
+    consumers: Sequence[str],
+    publishers_enabled: bool,
+    task_metadata: Sequence[TaskMetadataStore],
+) -> tuple[AggregatorAgent, Metrics, dict[str, EventConsumer]]:
+    """An agent with its own metrics and a consumer handle for each of ``consumers``."""
+    metrics = Metrics()
+    agent = AggregatorAgent(
+        config or AgentConfig(),
+        metrics=metrics,
+        publishers_enabled=publishers_enabled,
+        task_metadata=task_metadata,
+    )
+    return agent, metrics, {name: agent.buffer.open_consumer(name) for name in consumers}
+
+
 @asynccontextmanager
 async def running_agent(
     config: AgentConfig | None = None,
@@ -60,14 +77,7 @@ async def running_agent(
     publishers_enabled: bool = True,
     task_metadata: Sequence[TaskMetadataStore] = (),
 ) -> AsyncIterator[Running]:
-    metrics = Metrics()
-    agent = AggregatorAgent(
-        config or AgentConfig(),
-        metrics=metrics,
-        publishers_enabled=publishers_enabled,
-        task_metadata=task_metadata,
-    )
-    handles = {name: agent.buffer.open_consumer(name) for name in consumers}
+    agent, metrics, handles = _agent(config, consumers, publishers_enabled, task_metadata)
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         port = await nursery.start(agent.run)
         yield Running(agent, port, metrics, handles)
@@ -130,14 +140,7 @@ async def in_memory_agent(
     publishers_enabled: bool = True,
     task_metadata: Sequence[TaskMetadataStore] = (),
 ) -> AsyncIterator[InMemory]:
-    metrics = Metrics()
-    agent = AggregatorAgent(
-        config or AgentConfig(),
-        metrics=metrics,
-        publishers_enabled=publishers_enabled,
-        task_metadata=task_metadata,
-    )
-    handles = {name: agent.buffer.open_consumer(name) for name in consumers}
+    agent, metrics, handles = _agent(config, consumers, publishers_enabled, task_metadata)
     async with trio_asyncio.open_loop():
         yield InMemory(agent, metrics, handles)
 
